@@ -1,0 +1,101 @@
+"""The tf.data input pipeline over the processed PNGs, and the authors' augmentation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from coronet.images import model_input
+
+PROCESSED = Path("data/processed")
+
+
+def load_split(name: str, processed: Path = PROCESSED) -> pd.DataFrame:
+    """Rows (id, label, path, ...) of one split, in id order."""
+    index = pd.read_csv(processed / "images.csv", dtype=str, keep_default_na=False)
+    splits = pd.read_csv(processed / "splits.csv", dtype=str, keep_default_na=False)
+    frame = index.merge(splits, on="id", validate="one_to_one")
+    return frame[frame["split"] == name].sort_values("id", ignore_index=True)
+
+
+def build_augmenter(cfg: dict[str, Any], seed: int) -> Any:
+    """Keras preprocessing layers standing in for the authors' ImageDataGenerator settings.
+
+    Fill mode is ``nearest`` as in ImageDataGenerator. ``channel_shift`` is applied by
+    :func:`channel_shift` (one intensity offset per image, clipped to the image's own range).
+    """
+    import keras
+
+    layers: list[Any] = []
+    if cfg.get("rotation_deg"):
+        layers.append(keras.layers.RandomRotation(float(cfg["rotation_deg"]) / 360, fill_mode="nearest", seed=seed))
+    if cfg.get("width_shift") or cfg.get("height_shift"):
+        layers.append(keras.layers.RandomTranslation(float(cfg.get("height_shift", 0)), float(cfg.get("width_shift", 0)),
+                                                     fill_mode="nearest", seed=seed + 1))
+    if cfg.get("shear_deg"):
+        factor = math.tan(math.radians(float(cfg["shear_deg"])))
+        layers.append(keras.layers.RandomShear(x_factor=factor, fill_mode="nearest", seed=seed + 2))
+    if cfg.get("zoom"):
+        zoom = float(cfg["zoom"])
+        layers.append(keras.layers.RandomZoom((-zoom, zoom), fill_mode="nearest", seed=seed + 3))
+    flips = [name for name in ("horizontal", "vertical") if cfg.get(f"{name}_flip")]
+    if flips:
+        layers.append(keras.layers.RandomFlip("_and_".join(flips), seed=seed + 4))
+    return keras.Sequential(layers, name="augment")
+
+
+def channel_shift(images: Any, intensity: float, seed: int) -> Any:
+    """ImageDataGenerator's channel shift: add one uniform offset in [-intensity, intensity] per image."""
+    import tensorflow as tf
+
+    if not intensity:
+        return images
+    batch = tf.shape(images)[0]
+    offset = tf.random.stateless_uniform([batch, 1, 1, 1], seed=seed, minval=-intensity, maxval=intensity)
+    low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
+    high = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
+    return tf.clip_by_value(images + offset, low, high)
+
+
+def make_dataset(
+    frame: pd.DataFrame,
+    classes: list[str],
+    image_size: int,
+    batch_size: int,
+    *,
+    augment: dict[str, Any] | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> Any:
+    """(images, one-hot labels) batches: decoded once, cached, then shuffled/augmented per epoch.
+
+    ``augment`` is given only for the training split; validation and test batches are never changed.
+    """
+    import tensorflow as tf
+
+    labels = [classes.index(label) for label in frame["label"]]
+    ds = tf.data.Dataset.from_tensor_slices((list(frame["path"]), labels))
+
+    def load(path: Any, label: Any) -> tuple[Any, Any]:
+        gray = tf.io.decode_png(tf.io.read_file(path), channels=1)
+        return model_input(gray, image_size), tf.one_hot(label, len(classes))
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    if shuffle:
+        ds = ds.shuffle(max(1, len(frame)), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment:
+        augmenter = build_augmenter(augment, seed)
+        counter = tf.data.Dataset.counter()
+        intensity = float(augment.get("channel_shift", 0) or 0)
+
+        def apply(step: Any, batch: tuple[Any, Any]) -> tuple[Any, Any]:
+            images, y = batch
+            images = augmenter(images, training=True)
+            return channel_shift(images, intensity, tf.stack([tf.constant(seed, tf.int64), step])), y
+
+        ds = tf.data.Dataset.zip((counter, ds)).map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,99 @@
+"""Every evaluation number, computed from predictions.csv alone (id, label, predicted, p_<class>)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, roc_auc_score
+
+# The paper's Table VI: bacterial and viral pneumonia counted as one class.
+THREE_CLASS = {"covid": "covid", "normal": "normal", "pneumonia_bacterial": "pneumonia", "pneumonia_viral": "pneumonia"}
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num / den) if den else None
+
+
+def matrix_dict(matrix: np.ndarray, classes: list[str]) -> dict[str, dict[str, int]]:
+    """confusion_matrix.<actual>.<predicted>: nested dicts, since DVC drops lists."""
+    return {a: {p: int(matrix[i, j]) for j, p in enumerate(classes)} for i, a in enumerate(classes)}
+
+
+def per_class_scores(matrix: np.ndarray, classes: list[str]) -> dict[str, dict[str, Any]]:
+    total = matrix.sum()
+    scores = {}
+    for i, name in enumerate(classes):
+        tp = matrix[i, i]
+        fn = matrix[i].sum() - tp
+        fp = matrix[:, i].sum() - tp
+        tn = total - tp - fn - fp
+        precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+        f1 = _ratio(2 * precision * recall, precision + recall) if precision is not None and recall is not None else None
+        scores[name] = {"precision": precision, "recall": recall, "f1": f1,
+                        "specificity": _ratio(tn, tn + fp), "support": int(tp + fn)}
+    return scores
+
+
+def averages(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Macro (plain mean over classes) and weighted (by support) averages; None scores count as 0."""
+    support = np.array([s["support"] for s in scores.values()], dtype=float)
+    out: dict[str, dict[str, float | None]] = {"macro_avg": {}, "weighted_avg": {}}
+    for key in ("precision", "recall", "f1", "specificity"):
+        values = np.array([s[key] or 0.0 for s in scores.values()])
+        out["macro_avg"][key] = float(values.mean())
+        out["weighted_avg"][key] = _ratio(float((values * support).sum()), float(support.sum()))
+    return out
+
+
+def roc_auc_per_class(predictions: pd.DataFrame, classes: list[str]) -> dict[str, float | None]:
+    aucs: dict[str, float | None] = {}
+    for name in classes:
+        truth = (predictions["label"] == name).to_numpy()
+        aucs[name] = float(roc_auc_score(truth, predictions[f"p_{name}"])) if 0 < truth.sum() < len(truth) else None
+    return aucs
+
+
+def compute_metrics(predictions: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
+    """The metrics.json tree: accuracy, per-class scores, averages, confusion matrix, the paper's
+    3-class view, COVID-vs-rest screening figures and one-vs-rest ROC AUC."""
+    actual, predicted = predictions["label"], predictions["predicted"]
+    matrix = confusion_matrix(actual, predicted, labels=classes)
+    scores = per_class_scores(matrix, classes)
+    result: dict[str, Any] = {
+        "accuracy": _ratio(np.trace(matrix), matrix.sum()),
+        "n_test": int(matrix.sum()),
+        "per_class": scores,
+        **averages(scores),
+        "confusion_matrix": matrix_dict(matrix, classes),
+    }
+    if set(classes) == set(THREE_CLASS):
+        three = [c for c in dict.fromkeys(THREE_CLASS.values())]
+        m3 = confusion_matrix(actual.map(THREE_CLASS), predicted.map(THREE_CLASS), labels=three)
+        result["three_class"] = {"accuracy": _ratio(np.trace(m3), m3.sum()), "confusion_matrix": matrix_dict(m3, three)}
+    if "covid" in classes:
+        covid = scores["covid"]
+        i = classes.index("covid")
+        tn = matrix.sum() - matrix[i].sum() - matrix[:, i].sum() + matrix[i, i]
+        fn = matrix[i].sum() - matrix[i, i]
+        result["covid_vs_rest"] = {"sensitivity": covid["recall"], "specificity": covid["specificity"],
+                                   "ppv": covid["precision"], "npv": _ratio(tn, tn + fn)}
+    result["roc_auc"] = roc_auc_per_class(predictions, classes)
+    return result
+
+
+def metrics_table(metrics: dict[str, Any], classes: list[str]) -> str:
+    """A short text table for the terminal."""
+    def fmt(v: float | None) -> str:
+        return "  n/a" if v is None else f"{v:5.3f}"
+
+    lines = [f"accuracy {fmt(metrics['accuracy'])} on {metrics['n_test']} test images",
+             f"{'class':<22}{'prec':>7}{'recall':>7}{'f1':>7}{'spec':>7}{'auc':>7}{'n':>5}"]
+    for name in classes:
+        s = metrics["per_class"][name]
+        lines.append(f"{name:<22}{fmt(s['precision']):>7}{fmt(s['recall']):>7}{fmt(s['f1']):>7}"
+                     f"{fmt(s['specificity']):>7}{fmt(metrics['roc_auc'][name]):>7}{s['support']:>5}")
+    if "three_class" in metrics:
+        lines.append(f"3-class view (bacterial + viral = pneumonia) accuracy {fmt(metrics['three_class']['accuracy'])}")
+    return "\n".join(lines)
