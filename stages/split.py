@@ -25,7 +25,8 @@ def main() -> int:
         "images": split_summary(frame, classes),
         "total": len(frame),
         "sources": {k: int(v) for k, v in frame["source"].value_counts().sort_index().items()},
-        "rejected": {"total": len(rejected), **{k: int(v) for k, v in rejected["code"].value_counts().sort_index().items()}},
+        "rejected": {"total": len(rejected),
+                     **{k: int(v) for k, v in rejected["code"].value_counts().sort_index().items()}},
         "leakage": leakage,
     }
     write_json(Path("metrics/data.json"), data)

@@ -15,7 +15,13 @@ from coronet.model import build_model
 from coronet.params import class_names, flatten, load_params
 from coronet.plots import training_curves
 from coronet.training import (
-    HISTORY_COLUMNS, Checkpoints, describe_devices, epoch_callback, fingerprint, recalibrate_batchnorm, set_seeds,
+    HISTORY_COLUMNS,
+    Checkpoints,
+    describe_devices,
+    epoch_callback,
+    fingerprint,
+    recalibrate_batchnorm,
+    set_seeds,
     strategy,
 )
 

@@ -33,8 +33,8 @@ def build_augmenter(cfg: dict[str, Any], seed: int) -> Any:
     if cfg.get("rotation_deg"):
         layers.append(keras.layers.RandomRotation(float(cfg["rotation_deg"]) / 360, fill_mode="nearest", seed=seed))
     if cfg.get("width_shift") or cfg.get("height_shift"):
-        layers.append(keras.layers.RandomTranslation(float(cfg.get("height_shift", 0)), float(cfg.get("width_shift", 0)),
-                                                     fill_mode="nearest", seed=seed + 1))
+        height, width = float(cfg.get("height_shift", 0)), float(cfg.get("width_shift", 0))
+        layers.append(keras.layers.RandomTranslation(height, width, fill_mode="nearest", seed=seed + 1))
     if cfg.get("shear_deg"):
         factor = math.tan(math.radians(float(cfg["shear_deg"])))
         layers.append(keras.layers.RandomShear(x_factor=factor, fill_mode="nearest", seed=seed + 2))

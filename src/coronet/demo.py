@@ -23,10 +23,16 @@ OVERRIDES = {
     "download.synthetic.images_per_class": 32,
     "train.image_size": 71,
     "train.weights": "none",
-    "train.epochs": 12,
+    "train.epochs": 20,
     "train.learning_rate": 0.001,
     "train.bn_momentum": 0.9,
     "train.recalibrate_bn": "true",
+    # Milder geometry than the paper's: from scratch on ~90 images, 50-degree turns and vertical flips
+    # kept training accuracy near 0.6 after 20 epochs (test 0.81 with these settings, measured here).
+    "train.augment.rotation_deg": 10,
+    "train.augment.width_shift": 0.1,
+    "train.augment.height_shift": 0.1,
+    "train.augment.vertical_flip": "false",
 }
 
 

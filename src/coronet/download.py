@@ -16,6 +16,8 @@ from tqdm import tqdm
 from coronet.files import sha256_file
 
 CHUNK = 1 << 20
+# Small network reads: bytes received before a connection drops are kept for the resume.
+NET_CHUNK = 1 << 16
 
 
 class DownloadError(RuntimeError):
@@ -133,7 +135,7 @@ def _download_http(url: str, part: Path, *, retries: int, timeout_s: float, back
                 length = response.headers.get("Content-Length")
                 total = have + int(length) if length is not None else None
                 with part.open("ab" if resumed else "wb") as out, _progress(total, part, have) as bar:
-                    for block in response.iter_content(CHUNK):
+                    for block in response.iter_content(NET_CHUNK):
                         out.write(block)
                         bar.update(len(block))
                 if total is not None and part.stat().st_size != total:

@@ -29,9 +29,8 @@ def per_class_scores(matrix: np.ndarray, classes: list[str]) -> dict[str, dict[s
         fn = matrix[i].sum() - tp
         fp = matrix[:, i].sum() - tp
         tn = total - tp - fn - fp
-        precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-        f1 = _ratio(2 * precision * recall, precision + recall) if precision is not None and recall is not None else None
-        scores[name] = {"precision": precision, "recall": recall, "f1": f1,
+        scores[name] = {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
+                        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
                         "specificity": _ratio(tn, tn + fp), "support": int(tp + fn)}
     return scores
 

@@ -52,7 +52,8 @@ def signature(classes: list[str]) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    outputs = [ColSpec("double", f"p_{c}") for c in classes] + [ColSpec("string", "predicted"), ColSpec("string", "error")]
+    outputs = [ColSpec("double", f"p_{c}") for c in classes]
+    outputs += [ColSpec("string", "predicted"), ColSpec("string", "error")]
     return ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN)]), outputs=Schema(outputs))
 
 

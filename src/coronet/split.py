@@ -17,7 +17,8 @@ def _holdout(frame: pd.DataFrame, share: float, group_by: str, seed: int) -> np.
     """Boolean mask of a held-out part of about ``share`` of ``frame``."""
     if group_by == "patient":
         # One fold of k ~ 1/share grouped, stratified folds: the nearest grouped equivalent of share.
-        folds = max(2, round(1 / share))
+        # scikit-learn needs every class to have k members, so tiny sets get fewer, larger folds.
+        folds = max(2, min(round(1 / share), int(frame["label"].value_counts().min())))
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         _, held = next(splitter.split(frame, frame["label"], groups=frame["patient_id"]))
     elif group_by == "none":

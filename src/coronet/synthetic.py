@@ -22,11 +22,12 @@ from PIL import Image, ImageFilter
 COVID_COMMIT = "6a4242344473ccb5ed0d2148d8c7bfb1691e4ed8"
 COVID_ROOT = f"covid-chestxray-dataset-{COVID_COMMIT}"
 # The newest upstream header, trailing empty column included.
-COVID_HEADER = (
-    "patientid,offset,sex,age,finding,RT_PCR_positive,survival,intubated,intubation_present,went_icu,"
-    "in_icu,needed_supplemental_O2,extubated,temperature,pO2_saturation,leukocyte_count,neutrophil_count,"
-    "lymphocyte_count,view,modality,date,location,folder,filename,doi,url,license,clinical_notes,other_notes,"
-).split(",")
+COVID_HEADER = [
+    "patientid", "offset", "sex", "age", "finding", "RT_PCR_positive", "survival", "intubated",
+    "intubation_present", "went_icu", "in_icu", "needed_supplemental_O2", "extubated", "temperature",
+    "pO2_saturation", "leukocyte_count", "neutrophil_count", "lymphocyte_count", "view", "modality", "date",
+    "location", "folder", "filename", "doi", "url", "license", "clinical_notes", "other_notes", "",
+]
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 LICENCES = ["CC BY", "CC BY-NC-SA", "Apache 2.0", ""]
 

@@ -12,7 +12,7 @@ SOURCE = "kermany"
 LICENCE = "CC BY 4.0"
 # Paediatric anterior-posterior films; ages (1-5 years) are known only from provenance, not per file.
 VIEW = "AP"
-PNEUMONIA = re.compile(r"^person(?P<person>\d+)_(?P<kind>bacteria|virus)_\d+\.(?:jpe?g|png)$", re.IGNORECASE)
+PNEUMONIA = re.compile(r"^person(?P<person>\d+)_(?P<kind>bacteria|virus)_\d+(?:_\d+)?\.(?:jpe?g|png)$", re.IGNORECASE)
 NORMAL = re.compile(r"^(?P<key>(?:NORMAL2-)?IM-\d{4})-\d{4}(?:-\d+)?\.(?:jpe?g|png)$", re.IGNORECASE)
 LABELS = {"bacteria": "pneumonia_bacterial", "virus": "pneumonia_viral"}
 

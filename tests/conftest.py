@@ -1,0 +1,145 @@
+"""Shared fixtures: a local HTTP server on 127.0.0.1, a throwaway copy of the project as a git repo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "reference"
+VENV_BIN = Path(sys.executable).parent
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class FileServer:
+    """Serves ``files`` (path -> bytes) with HTTP Range support and scripted faults per path:
+    ``fail[path] = n`` answers 500 n times; ``drop[path] = k`` cuts the first full response after k bytes."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.fail: dict[str, int] = {}
+        self.drop: dict[str, int] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path
+                server.requests.append((path, self.headers.get("Range")))
+                if server.fail.get(path, 0) > 0:
+                    server.fail[path] -= 1
+                    self.send_error(500, "scripted failure")
+                    return
+                if path not in server.files:
+                    self.send_error(404)
+                    return
+                data = server.files[path]
+                start = 0
+                if self.headers.get("Range"):
+                    start = int(self.headers["Range"].split("=")[1].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                cut = server.drop.pop(path, None) if start == 0 else None
+                if cut is not None:
+                    self.wfile.write(body[:cut])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    server = FileServer()
+    server.thread.start()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         capture_output=True, check=True)
+    return [p for p in out.stdout.decode().split("\0") if p and (ROOT / p).is_file()]
+
+
+def make_project(dest: Path, overrides: dict[str, object] | None = None) -> Path:
+    """A copy of this project's files (as git sees them) in a new git repo, params overridden."""
+    for rel in tracked_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+    if overrides:
+        set_params(dest, overrides)
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "baseline")
+    return dest
+
+
+def set_params(project: Path, overrides: dict[str, object]) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in overrides.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def run_tool(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True,
+             timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Runs a command of the venv (dvc, python) in ``cwd`` with the venv first on PATH."""
+    full_env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    result = subprocess.run(list(args), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+TINY = {
+    "download.source": "synthetic",
+    "download.synthetic.images_per_class": 12,
+    "download.synthetic.image_size": 128,
+    "resize.size": 96,
+    "train.image_size": 71,
+    "train.weights": "none",
+    "train.epochs": 2,
+    "train.learning_rate": 0.001,
+    "train.bn_momentum": 0.9,
+    "train.recalibrate_bn": True,
+}

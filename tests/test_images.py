@@ -1,0 +1,106 @@
+"""Code tier: the one decoder and resize on fixtures with the real sources' quirks."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REFERENCE
+from coronet.images import ImageDecodeError, decode_grayscale, fit_square, model_input
+
+
+def encoded(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def gradient(width: int = 64, height: int = 48) -> np.ndarray:
+    return np.tile(np.linspace(0, 255, width).astype(np.uint8), (height, 1))
+
+
+def test_png_named_jpg_is_decoded_by_content(tmp_path):
+    path = tmp_path / "really-a-png.jpg"
+    path.write_bytes(encoded(Image.fromarray(gradient()), "PNG"))
+    out = decode_grayscale(path.read_bytes())
+    assert out.dtype == np.uint8 and out.shape == (48, 64)
+    assert np.array_equal(out, gradient())  # PNG is lossless: exactly the pixels written
+
+
+def test_rgba_composites_transparent_pixels_onto_black():
+    rgba = np.zeros((10, 10, 4), dtype=np.uint8)
+    rgba[..., :3] = 200
+    rgba[:, :5, 3] = 255  # left half opaque, right half fully transparent
+    out = decode_grayscale(encoded(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert (out[:, :5] == 200).all() and (out[:, 5:] == 0).all()
+
+
+def test_palette_image_uses_its_palette():
+    image = Image.fromarray(gradient()).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    out = decode_grayscale(encoded(image, "PNG"))
+    expected = np.asarray(image.convert("L"))
+    assert np.array_equal(out, expected)
+    assert out.max() > 200 and out.min() < 30  # not index values 0..15
+
+
+def test_16bit_is_scaled_not_clipped():
+    values = np.linspace(0, 65535, 256).astype(np.uint16).reshape(16, 16)
+    out = decode_grayscale(encoded(Image.fromarray(values), "PNG"))
+    assert out.min() == 0 and out.max() == 255
+    assert np.all(np.diff(out.ravel().astype(int)) >= 0)  # monotonic: the full range kept
+    assert out[8, 0] == round(values[8, 0] / 257)
+
+
+def test_exif_orientation_is_applied():
+    image = Image.fromarray(gradient(64, 32)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    out = decode_grayscale(encoded(image, "JPEG", exif=exif.tobytes()))
+    assert out.shape == (64, 32)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty file"),
+        (b"patientid,finding\n1,COVID-19\n", "not a recognised image format"),
+        (None, "truncated"),
+    ],
+)
+def test_bad_inputs_raise_a_specific_error(data, reason):
+    if data is None:
+        full = encoded(Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)), "JPEG")
+        data = full[: len(full) // 2]
+    with pytest.raises(ImageDecodeError, match=reason):
+        decode_grayscale(data)
+
+
+def test_fit_square_stretch_and_pad():
+    wide = np.full((50, 100), 255, dtype=np.uint8)
+    stretched = fit_square(wide, 32, "stretch")
+    padded = fit_square(wide, 32, "pad")
+    assert stretched.shape == padded.shape == (32, 32)
+    assert (stretched > 250).all()
+    assert (padded[0] == 0).all() and (padded[16] > 250).all()  # black bars above and below
+    with pytest.raises(ValueError, match="stretch"):
+        fit_square(wide, 32, "crop")
+
+
+def test_model_input_is_three_channel_float_in_pixel_range():
+    out = np.asarray(model_input(gradient(), 71))
+    assert out.shape == (71, 71, 3) and out.dtype == np.float32
+    assert np.array_equal(out[..., 0], out[..., 2])
+    assert out.min() >= 0 and out.max() <= 255 and out.max() > 200
+
+
+@pytest.mark.skipif(not (REFERENCE / "quirky-images").is_dir(), reason="../shared/reference not present")
+def test_real_quirky_images_all_decode():
+    files = sorted((REFERENCE / "quirky-images").iterdir())
+    assert files
+    for path in files:
+        out = decode_grayscale(path.read_bytes())
+        assert out.dtype == np.uint8 and out.ndim == 2 and min(out.shape) >= 100, path.name
+        assert out.std() > 5, path.name  # a real picture, not a flat field from a botched conversion

@@ -1,0 +1,72 @@
+"""Model tier: the metric code on a prediction set whose metrics were worked out by hand."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from coronet.metrics import compute_metrics
+
+CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
+PAIRS = [  # (actual, predicted)
+    ("covid", "covid"), ("covid", "covid"), ("covid", "covid"), ("covid", "normal"),
+    ("normal", "normal"), ("normal", "normal"), ("normal", "pneumonia_viral"),
+    ("pneumonia_bacterial", "pneumonia_bacterial"), ("pneumonia_bacterial", "pneumonia_viral"),
+    ("pneumonia_viral", "pneumonia_bacterial"),
+]
+
+
+@pytest.fixture
+def metrics():
+    frame = pd.DataFrame(PAIRS, columns=["label", "predicted"])
+    for c in CLASSES:  # one-hot probabilities: AUC then has a closed form (ties count one half)
+        frame[f"p_{c}"] = (frame["predicted"] == c).astype(float)
+    return compute_metrics(frame, CLASSES)
+
+
+def test_accuracy_and_confusion_matrix(metrics):
+    assert metrics["accuracy"] == pytest.approx(6 / 10)
+    cm = metrics["confusion_matrix"]
+    assert cm["covid"] == {"covid": 3, "normal": 1, "pneumonia_bacterial": 0, "pneumonia_viral": 0}
+    assert cm["normal"]["pneumonia_viral"] == 1 and cm["pneumonia_viral"]["pneumonia_bacterial"] == 1
+    assert sum(v for row in cm.values() for v in row.values()) == 10
+
+
+def test_per_class_scores(metrics):
+    s = metrics["per_class"]
+    assert s["covid"] == pytest.approx({"precision": 1.0, "recall": 0.75, "f1": 6 / 7, "specificity": 1.0, "support": 4})
+    assert s["normal"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "specificity": 6 / 7,
+                                         "support": 3})
+    assert s["pneumonia_bacterial"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5,
+                                                      "specificity": 7 / 8, "support": 2})
+    assert s["pneumonia_viral"] == pytest.approx({"precision": 0.0, "recall": 0.0, "f1": 0.0,
+                                                  "specificity": 7 / 9, "support": 1})
+
+
+def test_averages(metrics):
+    assert metrics["macro_avg"]["precision"] == pytest.approx((1 + 2 / 3 + 0.5 + 0) / 4)
+    assert metrics["macro_avg"]["recall"] == pytest.approx((0.75 + 2 / 3 + 0.5 + 0) / 4)
+    assert metrics["weighted_avg"]["recall"] == pytest.approx(0.6)  # support-weighted recall is accuracy
+
+
+def test_three_class_view_and_covid_screening(metrics):
+    three = metrics["three_class"]
+    assert three["accuracy"] == pytest.approx(0.8)
+    assert three["confusion_matrix"]["pneumonia"] == {"covid": 0, "normal": 0, "pneumonia": 3}
+    assert three["confusion_matrix"]["normal"] == {"covid": 0, "normal": 2, "pneumonia": 1}
+    assert metrics["covid_vs_rest"] == pytest.approx({"sensitivity": 0.75, "specificity": 1.0, "ppv": 1.0,
+                                                      "npv": 6 / 7})
+
+
+def test_roc_auc(metrics):
+    # covid: 3 positives score 1 beat all 6 negatives; 1 positive ties all 6 at 0 -> (18 + 3) / 24
+    assert metrics["roc_auc"]["covid"] == pytest.approx(21 / 24)
+
+
+def test_undefined_precision_is_null_not_zero():
+    frame = pd.DataFrame([("covid", "normal"), ("normal", "normal")], columns=["label", "predicted"])
+    for c in CLASSES:
+        frame[f"p_{c}"] = 0.25
+    out = compute_metrics(frame, CLASSES)
+    assert out["per_class"]["covid"]["precision"] is None  # never predicted
+    assert out["roc_auc"]["pneumonia_viral"] is None  # no positives

@@ -1,0 +1,100 @@
+"""Model tier: Table III, weights handling, one preprocessing path, augmentation only in training,
+and BatchNorm statistics re-estimation."""
+
+from __future__ import annotations
+
+import io
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from coronet.dataset import make_dataset
+from coronet.model import WeightsUnavailableError, build_model
+from coronet.predict import Classifier
+from coronet.training import recalibrate_batchnorm
+
+CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
+
+
+def test_parameter_counts_match_table_iii():
+    model = build_model(CLASSES, 150, "none")
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    assert (model.count_params(), trainable, frozen) == (33_969_964, 33_915_436, 54_528)
+    assert model.get_layer("dense").count_params() == 13_107_456
+    assert model.get_layer("probabilities").count_params() == 1_028
+
+
+def test_imagenet_weights_unreachable_fail_with_instructions(tmp_path, monkeypatch):
+    with socket.socket() as s:  # a closed loopback port as proxy: the fetch fails here, offline
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    with pytest.raises(WeightsUnavailableError) as info:
+        build_model(CLASSES, 71, "imagenet")
+    message = str(info.value)
+    assert str(tmp_path / "keras" / "models") in message and "train.weights=none" in message
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+        build_model(CLASSES, 71, str(tmp_path / "nope.h5"))
+
+
+def write_png(path, array):
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_prediction_and_training_share_preprocessing(tmp_path):
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 255, (300, 260), dtype=np.uint8)
+    # What the resize stage writes for this original, then what training reads from it...
+    from coronet.images import decode_grayscale, fit_square, to_png_bytes
+
+    buffer = io.BytesIO()
+    Image.fromarray(original).save(buffer, format="PNG")
+    processed = tmp_path / "x.png"
+    processed.write_bytes(to_png_bytes(fit_square(decode_grayscale(buffer.getvalue()), 96, "stretch")))
+    frame = pd.DataFrame({"path": [str(processed)], "label": ["covid"]})
+    trained_on = next(iter(make_dataset(frame, CLASSES, 71, 1)))[0][0].numpy()
+    # ...and what prediction makes of the original file.
+    classifier = Classifier(model=None, classes=CLASSES, image_size=71, resize_size=96, resize_mode="stretch")
+    predicted_on = classifier.prepare(buffer.getvalue())
+    np.testing.assert_array_equal(trained_on, predicted_on)
+
+
+def test_augmentation_only_when_asked(tmp_path):
+    rng = np.random.default_rng(1)
+    paths = [str(write_png(tmp_path / f"{i}.png", rng.integers(0, 255, (64, 64), dtype=np.uint8))) for i in range(4)]
+    frame = pd.DataFrame({"path": paths, "label": CLASSES})
+    plain = make_dataset(frame, CLASSES, 71, 4)
+    first, second = (next(iter(plain))[0].numpy() for _ in range(2))
+    np.testing.assert_array_equal(first, second)  # evaluation input never changes
+    augment = {"rotation_deg": 50, "width_shift": 0.2, "height_shift": 0.2, "shear_deg": 0.25, "zoom": 0.1,
+               "channel_shift": 20, "horizontal_flip": True, "vertical_flip": True}
+    augmented = next(iter(make_dataset(frame, CLASSES, 71, 4, augment=augment, seed=3)))[0].numpy()
+    assert augmented.shape == first.shape and not np.allclose(augmented, first)
+
+
+def test_batchnorm_recalibration_gives_exact_average_statistics():
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((4,))
+    outputs = keras.layers.BatchNormalization(momentum=0.99)(inputs)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(2)
+    batches = [rng.normal(loc=5 * i, scale=1 + i, size=(8, 4)).astype("float32") for i in range(3)]
+    dataset = tf.data.Dataset.from_tensor_slices((np.concatenate(batches), np.zeros(24))).batch(8)
+    assert recalibrate_batchnorm(model, dataset) == 3
+    layer = model.layers[-1]
+    np.testing.assert_allclose(layer.moving_mean.numpy(), np.mean([b.mean(axis=0) for b in batches], axis=0), rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), np.mean([b.var(axis=0) for b in batches], axis=0),
+                               rtol=1e-4)
+    assert layer.momentum == 0.99  # restored

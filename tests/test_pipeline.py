@@ -1,0 +1,178 @@
+"""End to end: the DVC pipeline in a temporary git repository, offline (synthetic source, 71 px)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TINY, VENV_BIN, make_project, run_tool, set_params
+from coronet import synthetic
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """One `dvc repro` of all six stages; the tests below read what it produced."""
+    root = tmp_path_factory.mktemp("pipeline")
+    project = make_project(root / "repo", TINY)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    result = run_tool(project, "dvc", "repro", env=env)
+    return project, env, result
+
+
+def test_repro_writes_every_output(pipeline):
+    project, _, result = pipeline
+    for rel in ["data/raw/sources.json", "data/interim/manifest.csv", "data/interim/rejected.csv",
+                "data/processed/images.csv", "data/processed/splits.csv", "metrics/data.json",
+                "models/coronet.keras", "models/history.csv", "models/training_curves.png", "models/run.json",
+                "metrics/metrics.json", "metrics/predictions.csv", "metrics/figures/confusion_matrix.png",
+                "metrics/figures/roc.png"]:
+        assert (project / rel).is_file(), rel
+    assert not (project / "models" / "checkpoints").exists()  # removed once training finished
+    history = pd.read_csv(project / "models/history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert "accuracy" in result.stdout  # the metrics table
+
+
+def test_data_outputs_are_consistent(pipeline):
+    project, _, _ = pipeline
+    manifest = pd.read_csv(project / "data/interim/manifest.csv")
+    assert manifest.groupby("label").size().to_dict() == {c: 12 for c in
+                                                          ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]}
+    rejected = pd.read_csv(project / "data/interim/rejected.csv")
+    assert {"finding", "view", "modality", "missing_file", "undecodable", "duplicate"} <= set(rejected["code"])
+    data = json.loads((project / "metrics/data.json").read_text())
+    assert data["leakage"] == {"patients_shared": 0, "images_shared": 0}
+    assert sum(data["images"][s]["total"] for s in ("train", "val", "test")) == data["total"] == 48
+    splits = pd.read_csv(project / "data/processed/splits.csv").merge(manifest, on="id")
+    assert (splits.groupby("patient_id")["split"].nunique() == 1).all()
+
+
+def test_metrics_json_shape(pipeline):
+    project, _, _ = pipeline
+    metrics = json.loads((project / "metrics/metrics.json").read_text())
+    predictions = pd.read_csv(project / "metrics/predictions.csv")
+    assert list(predictions.columns[:3]) == ["id", "label", "predicted"]
+    assert np.allclose(predictions.filter(like="p_").sum(axis=1), 1, atol=1e-4)
+    assert metrics["n_test"] == len(predictions)
+    assert metrics["accuracy"] == pytest.approx((predictions["label"] == predictions["predicted"]).mean())
+    for key in ["per_class", "macro_avg", "weighted_avg", "confusion_matrix", "three_class", "covid_vs_rest", "roc_auc"]:
+        assert key in metrics
+    assert set(metrics["per_class"]["covid"]) == {"precision", "recall", "f1", "specificity", "support"}
+
+
+def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
+    import mlflow
+
+    project, env, _ = pipeline
+    run_info = json.loads((project / "models/run.json").read_text())
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_info["run_id"])
+    assert run.data.params["train.learning_rate"] == "0.001"
+    assert run.data.params["split.group_by"] == "patient"  # the data stages' params, from dvc.lock
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
+    assert "test.accuracy" in run.data.metrics and "test.per_class.covid.recall" in run.data.metrics
+    tags = run.data.tags
+    assert tags["device"] == "CPU" and len(tags["mlflow.source.git.commit"]) == 40
+    assert tags["data.covid.sha256"] == json.loads((project / "data/raw/sources.json").read_text())[
+        "archives"]["covid"]["sha256"]
+    assert any(k.startswith("dvc.data/processed/images") for k in tags)
+    assert any(k.startswith("system/") for k in run.data.metrics)  # MLflow system metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/confusion_matrix.png", "figures/roc.png", "figures/training_curves.png"} <= artifacts
+    version = client.get_model_version_by_alias("coronet", "candidate")
+    assert version.run_id == run.info.run_id
+
+    model = mlflow.pyfunc.load_model("models:/coronet@candidate")
+    test = pd.read_csv(project / "metrics/predictions.csv").head(3)
+    manifest = pd.read_csv(project / "data/interim/manifest.csv").set_index("id")
+    import zipfile
+
+    originals = []
+    for image_id in test["id"]:
+        row = manifest.loc[image_id]
+        with zipfile.ZipFile(project / row["archive"]) as z:
+            originals.append(z.read(row["original_path"]))
+    served = model.predict(pd.DataFrame({"image": [base64.b64encode(b).decode() for b in originals]}))
+    assert list(served["predicted"]) == list(test["predicted"])
+    np.testing.assert_allclose(served.filter(like="p_").to_numpy(), test.filter(like="p_").to_numpy(), atol=1e-4)
+
+
+def test_experiment_changes_show_in_metrics_diff(pipeline):
+    project, env, _ = pipeline
+    from conftest import git
+
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "baseline results")
+    run_tool(project, "dvc", "exp", "run", "-S", "train.learning_rate=0.01", env=env)
+    params = json.loads(run_tool(project, "dvc", "params", "diff", "--json").stdout)
+    change = params["params.yaml"]["train.learning_rate"]
+    assert (change["old"], change["new"]) == (0.001, 0.01)
+    diff = json.loads(run_tool(project, "dvc", "metrics", "diff", "--json").stdout)
+    changed = diff.get("metrics/metrics.json", {})
+    assert changed and any(v.get("diff") for v in changed.values())
+
+
+def test_interrupted_training_resumes(tmp_path):
+    project = make_project(tmp_path / "repo", {**TINY, "train.epochs": 3})
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    run_tool(project, "dvc", "repro", "split", env=env)
+    state = project / "models/checkpoints/state.json"
+    command = [str(VENV_BIN / "python"), "stages/train.py"]
+    first = subprocess.Popen(command, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**__import__("os").environ, **env})
+    deadline = time.monotonic() + 300
+    while not (state.is_file() and json.loads(state.read_text())["epoch"] >= 1):
+        assert first.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done = json.loads(state.read_text())["epoch"]
+    assert 1 <= done < 3 and not (project / "models/coronet.keras").exists()
+    second = run_tool(project, "python", "stages/train.py", env=env)
+    assert f"resuming from the checkpoint of epoch {done}" in second.stdout
+    history = pd.read_csv(project / "models/history.csv")
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert (project / "models/coronet.keras").is_file() and not state.exists()
+
+
+def test_real_layout_mirror_gives_a_correct_patient_disjoint_split(tmp_path, file_server):
+    covid_zip, kermany_zip = tmp_path / "covid-chestxray-dataset.zip", tmp_path / "ChestXRay2017.zip"
+    synthetic.write_archives(covid_zip, kermany_zip, seed=11, images_per_class=10, size=96)
+    file_server.files["/mirror/covid-chestxray-dataset.zip"] = covid_zip.read_bytes()
+    file_server.files["/mirror/ChestXRay2017.zip"] = kermany_zip.read_bytes()
+    file_server.drop["/mirror/ChestXRay2017.zip"] = 50_000  # a dropped connection on the way
+    import hashlib
+
+    pins = {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in (("covid", covid_zip), ("kermany", kermany_zip))}
+    project = make_project(tmp_path / "repo", {
+        "download.source": "upstream", "download.mirror": f"{file_server.url}/mirror",
+        "download.covid.sha256": pins["covid"], "download.kermany.sha256": pins["kermany"], "resize.size": 64})
+    run_tool(project, "dvc", "repro", "split")
+    sources = json.loads((project / "data/raw/sources.json").read_text())["archives"]
+    assert sources["kermany"]["url"] == f"{file_server.url}/mirror/ChestXRay2017.zip"
+    assert {k: v["sha256"] for k, v in sources.items()} == pins
+    manifest = pd.read_csv(project / "data/interim/manifest.csv")
+    assert manifest.groupby("label").size().to_dict() == {"covid": 10, "normal": 10, "pneumonia_bacterial": 10,
+                                                          "pneumonia_viral": 10}
+    assert set(manifest.loc[manifest["label"] == "covid", "source"]) == {"covid"}
+    assert manifest["patient_id"].str.match(r"^(covid:\d+|kermany:(person\d+|(NORMAL2-)?IM-\d{4}))$").all()
+    splits = pd.read_csv(project / "data/processed/splits.csv").merge(manifest, on="id")
+    assert (splits.groupby("patient_id")["split"].nunique() == 1).all()
+
+    # A tampered mirror: the pinned checksum refuses it and no archive is left as an output.
+    file_server.files["/mirror/ChestXRay2017.zip"] = kermany_zip.read_bytes()[:-10] + b"0123456789"
+    set_params(project, {"download.synthetic.seed": 1})  # any params change makes download rerun
+    failed = run_tool(project, "dvc", "repro", "download", check=False)
+    assert failed.returncode != 0 and "sha256 mismatch" in failed.stderr + failed.stdout
+    assert not (project / "data/raw/kermany/ChestXRay2017.zip").exists()

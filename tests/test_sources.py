@@ -1,0 +1,119 @@
+"""Data tier: both metadata schemas of the COVID collection and every Kermany file-name form."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REFERENCE
+from coronet.sources import MetadataError, covid, kermany
+
+OLDEST = """Patientid,offset,sex,age,finding,survival,view,date,location,folder,filename,doi, url,license,clinical notes,other notes
+2,0,M,65,COVID-19,Y,PA,2020,Vietnam,images,a.jpg,doi, http://x,,note,
+3,1,F,50,SARS,,PA,2004,Toronto,images,b.jpg,doi, http://x,,,
+4,2,F,40,COVID-19,,Axial,2020,Wuhan,volumes,c.nii.gz,doi, http://x,,,
+5,3,M,33,"COVID-19, ARDS",,AP Supine,2020,Italy,images,d.png,doi, http://x,CC BY,,
+"""
+NEWEST = """patientid,offset,sex,age,finding,RT_PCR_positive,view,modality,date,folder,filename,license,clinical_notes,
+2,0,M,65,Pneumonia/Viral/COVID-19,Y,PA,X-ray,2020,images,a.jpg,,x,
+3,4,M,74,Pneumonia/Viral/SARS,,AP,X-ray,2004,images,b.jpg,,x,
+6,0,F,30,Pneumonia/Viral/COVID-19,Y,L,X-ray,2020,images,e.jpg,,x,
+7,0,F,31,Pneumonia/Viral/COVID-19,Y,Axial,CT,2020,images,f.jpg,,x,
+8,0,F,32,Pneumonia/Viral/COVID-19,Y,AP,X-ray,2020,images,missing.jpg,,x,
+"""
+
+
+def archive_with(tmp_path: Path, metadata: str, images: list[str]) -> Path:
+    path = tmp_path / "covid.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("repo-abc/metadata.csv", metadata)
+        for name in images:
+            z.writestr(f"repo-abc/{name}", b"x")
+    return path
+
+
+def test_oldest_schema_headers_and_flat_findings(tmp_path):
+    frame = covid.read_metadata(OLDEST)
+    assert {"patientid", "url", "clinical notes", "modality"} <= set(frame.columns)
+    path = archive_with(tmp_path, OLDEST, ["images/a.jpg", "images/b.jpg", "images/d.png"])
+    chosen, rejected = covid.candidates(path, ["PA", "AP", "AP Supine"], "COVID-19")
+    assert [c.original_path for c in chosen] == ["repo-abc/images/a.jpg", "repo-abc/images/d.png"]
+    assert chosen[0].patient_id == "covid:2" and chosen[0].age == "65" and chosen[1].licence == "CC BY"
+    assert {r.code for r in rejected} == {"finding", "modality"}  # SARS; the CT volume (no modality column)
+
+
+def test_newest_schema_hierarchical_findings_and_trailing_comma(tmp_path):
+    path = archive_with(tmp_path, NEWEST, ["images/a.jpg", "images/b.jpg", "images/e.jpg", "images/f.jpg"])
+    chosen, rejected = covid.candidates(path, ["PA", "AP", "AP Supine"], "COVID-19")
+    assert [c.patient_id for c in chosen] == ["covid:2"]
+    reasons = {r.row: r.code for r in rejected}
+    assert reasons == {"3": "finding", "4": "view", "5": "modality", "6": "missing_file"}
+
+
+def test_missing_columns_are_named():
+    with pytest.raises(MetadataError, match="filename"):
+        covid.read_metadata("patientid,finding,view\n1,COVID-19,PA\n")
+
+
+@pytest.mark.skipif(not (REFERENCE / "covid-chestxray-dataset").is_dir(), reason="../shared/reference not present")
+def test_real_metadata_both_eras():
+    for name in ("metadata-2020-04-17.csv", "metadata-newest-sample.csv"):
+        text = (REFERENCE / "covid-chestxray-dataset" / name).read_text()
+        frame = covid.read_metadata(text)
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert len(frame) == len(rows)
+        expected = sum(1 for r in rows if "COVID-19" in r["finding"] and r["modality"] == "X-ray"
+                       and r["view"] in {"PA", "AP", "AP Supine"})
+        selected = frame[frame["finding"].str.contains("COVID-19") & frame.apply(covid.is_xray, axis=1)
+                         & frame["view"].isin(["PA", "AP", "AP Supine"])]
+        assert len(selected) == expected > 0
+
+
+@pytest.mark.parametrize(
+    ("folder", "name", "label", "patient"),
+    [
+        ("PNEUMONIA", "person1_bacteria_1.jpeg", "pneumonia_bacterial", "kermany:person1"),
+        ("PNEUMONIA", "person1_virus_6.jpeg", "pneumonia_viral", "kermany:person1"),
+        ("PNEUMONIA", "person1544_bacteria_4038.jpeg", "pneumonia_bacterial", "kermany:person1544"),
+        ("PNEUMONIA", "person447_virus_921_1.jpeg", "pneumonia_viral", "kermany:person447"),
+        ("NORMAL", "IM-0115-0001.jpeg", "normal", "kermany:IM-0115"),
+        ("NORMAL", "NORMAL2-IM-1302-0001.jpeg", "normal", "kermany:NORMAL2-IM-1302"),
+    ],
+)
+def test_kermany_name_forms(folder, name, label, patient):
+    assert kermany.parse_name(folder, name) == (label, patient)
+
+
+@pytest.mark.parametrize(("folder", "name"), [("NORMAL", "person3_virus_1.jpeg"), ("PNEUMONIA", "IM-0001-0001.jpeg"),
+                                              ("NORMAL", "readme.txt")])
+def test_kermany_names_that_do_not_fit_are_refused(folder, name):
+    with pytest.raises(ValueError):
+        kermany.parse_name(folder, name)
+
+
+def test_kermany_archive_pool_ignores_macos_junk(tmp_path):
+    path = tmp_path / "k.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for name in ["chest_xray/train/NORMAL/IM-0001-0001.jpeg", "chest_xray/test/PNEUMONIA/person2_virus_3.jpeg",
+                     "__MACOSX/chest_xray/train/NORMAL/._IM-0001-0001.jpeg", "chest_xray/.DS_Store",
+                     "chest_xray/train/NORMAL/._IM-0002-0001.jpeg", "chest_xray/README.txt"]:
+            z.writestr(name, b"x")
+    chosen, rejected = kermany.candidates(path)
+    assert sorted(c.label for c in chosen) == ["normal", "pneumonia_viral"]
+    assert [r.path for r in rejected] == ["chest_xray/README.txt"]
+
+
+@pytest.mark.skipif(not (REFERENCE / "kermany").is_dir(), reason="../shared/reference not present")
+def test_real_kermany_train_names():
+    names = (REFERENCE / "kermany" / "train-filenames.txt").read_text().split()
+    parsed = [kermany.parse_name(*n.split("/")) for n in names]
+    assert len(parsed) == 5216
+    labels = [p[0] for p in parsed]
+    # Real names include forms such as person447_virus_921_1.jpeg; every one must parse.
+    assert labels.count("normal") == sum(n.startswith("NORMAL/") for n in names)
+    both = {p for lab, p in parsed if lab == "pneumonia_bacterial"} & {p for lab, p in parsed if lab == "pneumonia_viral"}
+    assert len(both) == 808  # persons with both bacterial and viral images, as measured upstream
