@@ -41,6 +41,7 @@ def resize_all(manifest: pd.DataFrame, out_dir: Path, size: int, mode: str, work
     if workers == 1:
         rows = [resize_one(t) for t in tqdm(tasks, **bar)]
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # Forked workers must not share the parent's open archives (one file offset for all).
+        with ProcessPoolExecutor(max_workers=workers, initializer=_archives.clear) as pool:
             rows = list(tqdm(pool.map(resize_one, tasks, chunksize=8), **bar))
     return pd.DataFrame(rows, columns=["id", "png_sha256"])
