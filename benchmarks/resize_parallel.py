@@ -9,6 +9,7 @@ and 2N images to show it does not grow with the number of images.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import tempfile
@@ -48,10 +49,8 @@ class PeakMemory:
         while not self._stop.is_set():
             total = 0
             for proc in [me, *me.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.Error):
                     total += proc.memory_info().rss
-                except psutil.Error:
-                    pass
             self.peak = max(self.peak, total)
             time.sleep(0.02)
 
@@ -85,7 +84,7 @@ def main() -> None:
         large = make_archive(root / "b.zip", args.images * 2, args.side)
         t1, m1 = timed(small, 1, root / "o1")
         tn, mn = timed(small, cores, root / "on")
-        tn2, mn2 = timed(large, cores, root / "on2")
+        _tn2, mn2 = timed(large, cores, root / "on2")
     print(f"{args.images} images of {args.side} x {int(args.side * 1.2)} px -> 224 px, {cores} cores")
     print(f"single process : {t1:6.2f} s  {args.images / t1:6.1f} img/s  peak RSS {m1:6.0f} MiB")
     print(f"{cores} workers      : {tn:6.2f} s  {args.images / tn:6.1f} img/s  peak RSS {mn:6.0f} MiB")

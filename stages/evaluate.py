@@ -14,7 +14,7 @@ from coronet.dataset import load_split, make_dataset
 from coronet.files import write_csv, write_json
 from coronet.metrics import compute_metrics, metrics_table
 from coronet.params import class_names, flatten, load_params
-from coronet.plots import confusion_matrix_figure, roc_figure
+from coronet.plots import confusion_matrix_figure, gradcam_panel, roc_figure
 from coronet.predict import Classifier
 
 METRICS = Path("metrics")
@@ -42,6 +42,8 @@ def main() -> int:
     matrix = np.array([[metrics["confusion_matrix"][a][p] for p in classes] for a in classes])
     confusion_matrix_figure(matrix, classes, FIGURES / "confusion_matrix.png", "CoroNet test confusion matrix")
     roc_figure(predictions, classes, FIGURES / "roc.png")
+    gradcam_panel(classifier.model, test, predictions, classes, classifier.image_size, int(cfg["gradcam_per_class"]),
+                  FIGURES / "gradcam_panel.png")
     print(metrics_table(metrics, classes))
 
     run = json.loads(Path("models/run.json").read_text())

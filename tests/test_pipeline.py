@@ -176,3 +176,57 @@ def test_real_layout_mirror_gives_a_correct_patient_disjoint_split(tmp_path, fil
     failed = run_tool(project, "dvc", "repro", "download", check=False)
     assert failed.returncode != 0 and "sha256 mismatch" in failed.stderr + failed.stdout
     assert not (project / "data/raw/kermany/ChestXRay2017.zip").exists()
+
+
+def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys):
+    """`mlflow models serve` on the registered model gives the probabilities `coronet predict` gives."""
+    import os
+    import socket
+    import urllib.request
+    import zipfile
+
+    from coronet.cli import main
+
+    project, env, _ = pipeline
+    manifest = pd.read_csv(project / "data/interim/manifest.csv")
+    files = []
+    for row in manifest.groupby("source").head(1).itertuples():  # one COVID-collection, one Kermany image
+        with zipfile.ZipFile(project / row.archive) as z:
+            path = tmp_path / f"{row.id}{os.path.splitext(row.original_path)[1]}"
+            path.write_bytes(z.read(row.original_path))
+            files.append(path)
+    assert main(["predict", *map(str, files), "--model", str(project / "models/coronet.keras"), "--format", "json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/coronet@candidate", "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, **env, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert server.poll() is None, server.stderr.read().decode()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the model server did not come up"
+                time.sleep(1)
+        body = {"dataframe_split": {"columns": ["image"],
+                                    "data": [[base64.b64encode(p.read_bytes()).decode()] for p in files]}}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            served = json.loads(response.read())["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert len(served) == len(expected) == 2
+    for got, want in zip(served, expected, strict=True):
+        assert got["predicted"] == want["predicted"] and got["error"] == ""
+        for c in ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]:
+            assert got[f"p_{c}"] == pytest.approx(want[f"p_{c}"], abs=1e-5)

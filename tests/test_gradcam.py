@@ -1,0 +1,44 @@
+"""Model tier: Grad-CAM peaks where a model whose answer is known looks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def bright_square_model():
+    """Class 1's score rises with the brightest spot of the image, class 0's falls: the evidence for
+    class 1 is exactly where the image is bright."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    conv = keras.layers.Conv2D(1, 1, activation="relu", name="conv")(inputs)
+    pooled = keras.layers.GlobalMaxPooling2D()(conv)
+    outputs = keras.layers.Dense(2, activation="softmax")(pooled)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("conv").set_weights([np.full((1, 1, 3, 1), 1 / 765, "float32"), np.zeros(1, "float32")])
+    model.layers[-1].set_weights([np.array([[-4.0, 4.0]], "float32"), np.zeros(2, "float32")])
+    return model
+
+
+def test_heatmap_peaks_on_the_planted_square():
+    from coronet.gradcam import gradcam, overlay
+
+    model = bright_square_model()
+    image = np.full((32, 32, 3), 20.0, dtype="float32")
+    image[20:25, 5:10] = 255.0
+    heatmap, used = gradcam(model, image, layer="conv")
+    assert used == 1  # the bright image is called class 1
+    peak = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+    assert 20 <= peak[0] < 25 and 5 <= peak[1] < 10
+    assert heatmap.max() == 1.0 and heatmap[0, 31] < 0.2
+    picture = overlay(image[..., 0].astype(np.uint8), heatmap)
+    assert picture.shape == (32, 32, 3) and picture.dtype == np.uint8
+
+
+def test_heatmap_of_the_other_class_is_empty():
+    from coronet.gradcam import gradcam
+
+    image = np.full((32, 32, 3), 20.0, dtype="float32")
+    image[3:6, 3:6] = 255.0
+    heatmap, used = gradcam(bright_square_model(), image, class_index=0, layer="conv")
+    assert used == 0 and heatmap.max() == 0  # brightness is evidence against class 0: ReLU leaves nothing
