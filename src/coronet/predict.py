@@ -43,7 +43,8 @@ class Classifier:
         return np.asarray(model_input(gray, self.image_size))
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model(batch, training=False), dtype=np.float64)
+        """Class probabilities (inference mode) for a batch of model inputs."""
+        return np.asarray(self.model.predict_on_batch(batch), dtype=np.float64)
 
 
 def three_class(probabilities: np.ndarray, classes: list[str]) -> dict[str, float]:
