@@ -29,6 +29,7 @@ def main() -> int:
     manifest = selection.manifest()
     write_csv(INTERIM / "manifest.csv", manifest)
     write_csv(INTERIM / "rejected.csv", selection.rejected_frame())
+    write_csv(INTERIM / "image_stats.csv", selection.stats_frame())
 
     table = pd.crosstab(manifest["label"], manifest["source"]).reindex(classes, fill_value=0)
     print(table.to_string())

@@ -107,6 +107,7 @@ def main() -> int:
     write_csv(MODELS / "history.csv", frame)
     training_curves(frame, MODELS / "training_curves.png")
     meta = {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": tracking.tracking_uri(),
+            "train": cfg, "seed": seed,
             "model": {"classes": classes, "image_size": size, "weights": str(cfg["weights"]),
                       "resize": {"size": int(resize_cfg["size"]), "mode": resize_cfg["mode"]}}}
     if run_id:

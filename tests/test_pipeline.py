@@ -68,6 +68,32 @@ def test_metrics_json_shape(pipeline):
     for key in ["per_class", "macro_avg", "weighted_avg", "confusion_matrix", "three_class", "covid_vs_rest", "roc_auc"]:
         assert key in metrics
     assert set(metrics["per_class"]["covid"]) == {"precision", "recall", "f1", "specificity", "support"}
+    ci = metrics["intervals"]
+    for name in ("precision", "recall", "specificity"):
+        interval = ci["per_class"]["normal"][name]
+        assert interval is None or 0 <= interval["low"] <= interval["high"] <= 1
+    assert ci["accuracy"]["low"] <= metrics["accuracy"] <= ci["accuracy"]["high"]
+    assert set(ci["roc_auc"]) == set(metrics["roc_auc"]) and "macro_f1" in ci
+    assert 0 <= metrics["calibration"]["ece"] <= 1 and 0 <= metrics["calibration"]["brier"] <= 2
+    assert set(metrics["by_source"]) == {"covid", "kermany"}
+    assert sum(g["n"] for g in metrics["by_age_band"].values()) == metrics["n_test"]
+    assert "1-5 by provenance" in metrics["by_age_band"]
+    probe = metrics["confound_probe"]
+    assert probe["images"] == 48 and 0 <= probe["image_statistics"]["auc"] <= 1
+    assert metrics["leakage"] == {"patients_shared": 0, "images_shared": 0}
+
+
+def test_model_card_renders_every_section(pipeline):
+    project, _, _ = pipeline
+    card = (project / "metrics/model_card.md").read_text()
+    for heading in ["## Intended use", "## Data", "## Training setup", "## Results on the test split",
+                    "## Calibration", "## Breakdowns", "## Confound probe", "## Leakage check",
+                    "## What the model looked at", "## Known limitations"]:
+        assert heading in card, heading
+    assert "Not for diagnosis" in card and "89.5%" in card and "Download source of this run: synthetic" in card
+    assert "input 71 px" in card and "grouped by patient" in card and "?" not in card.split("## Results")[0]
+    for figure in ("figures/reliability.png", "figures/gradcam_panel.png"):
+        assert figure in card and (project / "metrics" / figure).is_file()
 
 
 def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
@@ -89,7 +115,9 @@ def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
     assert any(k.startswith("dvc.data/processed/images") for k in tags)
     assert any(k.startswith("system/") for k in run.data.metrics)  # MLflow system metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert {"figures/confusion_matrix.png", "figures/roc.png", "figures/training_curves.png"} <= artifacts
+    assert {"figures/confusion_matrix.png", "figures/roc.png", "figures/training_curves.png",
+            "figures/gradcam_panel.png", "figures/reliability.png"} <= artifacts
+    assert "model_card.md" in {a.path for a in client.list_artifacts(run.info.run_id)}
     version = client.get_model_version_by_alias("coronet", "candidate")
     assert version.run_id == run.info.run_id
 

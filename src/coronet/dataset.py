@@ -13,12 +13,17 @@ from coronet.images import model_input
 PROCESSED = Path("data/processed")
 
 
-def load_split(name: str, processed: Path = PROCESSED) -> pd.DataFrame:
-    """Rows (id, label, path, ...) of one split, in id order."""
+def load_images(processed: Path = PROCESSED) -> pd.DataFrame:
+    """Every processed image (id, label, source, patient_id, sha256, path, split), in id order."""
     index = pd.read_csv(processed / "images.csv", dtype=str, keep_default_na=False)
     splits = pd.read_csv(processed / "splits.csv", dtype=str, keep_default_na=False)
-    frame = index.merge(splits, on="id", validate="one_to_one")
-    return frame[frame["split"] == name].sort_values("id", ignore_index=True)
+    return index.merge(splits, on="id", validate="one_to_one").sort_values("id", ignore_index=True)
+
+
+def load_split(name: str, processed: Path = PROCESSED) -> pd.DataFrame:
+    """Rows of one split, in id order."""
+    frame = load_images(processed)
+    return frame[frame["split"] == name].reset_index(drop=True)
 
 
 def build_augmenter(cfg: dict[str, Any], seed: int) -> Any:

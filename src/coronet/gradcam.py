@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from coronet.model import LAST_CONV
@@ -44,3 +46,38 @@ def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.nda
     colours = colormaps["jet"](resized / 255.0)[..., :3] * 255
     base = np.repeat(gray[..., np.newaxis], 3, axis=-1).astype(np.float64)
     return np.clip((1 - alpha) * base + alpha * colours, 0, 255).astype(np.uint8)
+
+
+def gradcam_panel(model: object, test: pd.DataFrame, predictions: pd.DataFrame, classes: list[str],
+                  image_size: int, per_class: int, path: Path) -> None:
+    """A grid of Grad-CAM overlays: per actual class (rows), up to ``per_class`` correct and
+    ``per_class`` wrong test images, first by id, so reruns show the same images."""
+    import matplotlib.pyplot as plt
+
+    from coronet.images import decode_grayscale, model_input
+    from coronet.plots import save_figure
+
+    merged = test[["id", "path"]].merge(predictions, on="id").sort_values("id")
+    columns = 2 * per_class
+    fig, axes = plt.subplots(len(classes), columns, figsize=(2.2 * columns, 2.4 * len(classes)), squeeze=False)
+    for row, name in enumerate(classes):
+        actual = merged[merged["label"] == name]
+        right = actual[actual["predicted"] == name].head(per_class)
+        wrong = actual[actual["predicted"] != name].head(per_class)
+        picks = [*right.itertuples(), *wrong.itertuples()]
+        for col in range(columns):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col >= len(picks):
+                continue
+            item = picks[col]
+            array = np.asarray(model_input(decode_grayscale(Path(item.path).read_bytes()), image_size))
+            heatmap, _ = gradcam(model, array)
+            ax.imshow(overlay(array[..., 0].astype(np.uint8), heatmap))
+            mark = "right" if item.predicted == name else f"wrong: {item.predicted}"
+            ax.set_title(f"{mark} {getattr(item, f'p_{item.predicted}'):.2f}", fontsize=8)
+        axes[row, 0].text(-0.1, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, ha="right",
+                          va="center", fontsize=9)
+    fig.suptitle("Grad-CAM on test images (rows: actual class)")
+    save_figure(fig, path)
+

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -21,16 +22,31 @@ MANIFEST_COLUMNS = [
     "archive", "original_path", "licence", "width", "height",
 ]
 REJECTED_COLUMNS = ["source", "row", "path", "code", "reason"]
+HISTOGRAM_BINS = 16
+STATS_COLUMNS = ["id", "width", "height", "file_bytes", "mean", "std",
+                 *[f"hist_{i:02d}" for i in range(HISTOGRAM_BINS)]]
+
+
+def image_statistics(gray: np.ndarray, data: bytes) -> dict[str, float]:
+    """Plain statistics of an original file: size, bytes, intensity mean, spread and histogram.
+    None of them says anything about the lungs; if they predict the source, a shortcut exists."""
+    hist = np.bincount(gray.ravel() // (256 // HISTOGRAM_BINS), minlength=HISTOGRAM_BINS) / gray.size
+    return {"width": gray.shape[1], "height": gray.shape[0], "file_bytes": len(data), "mean": float(gray.mean()),
+            "std": float(gray.std()), **{f"hist_{i:02d}": float(v) for i, v in enumerate(hist)}}
 
 
 @dataclass
 class Selection:
     rows: list[dict[str, object]] = field(default_factory=list)
+    stats: list[dict[str, object]] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     shortfall: dict[str, tuple[int, int]] = field(default_factory=dict)  # label -> (wanted, got)
 
     def manifest(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=MANIFEST_COLUMNS).sort_values("id", ignore_index=True)
+
+    def stats_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.stats, columns=STATS_COLUMNS).sort_values("id", ignore_index=True)
 
     def rejected_frame(self) -> pd.DataFrame:
         return pd.DataFrame([r.__dict__ for r in self.rejected], columns=REJECTED_COLUMNS)
@@ -99,6 +115,7 @@ def select(pool: list[Candidate], counts: dict[str, int], classes: list[str], se
                 image_id = f"{candidate.source}_{digest[:16]}"
                 seen[digest] = image_id
                 height, width = gray.shape
+                selection.stats.append({"id": image_id, **image_statistics(gray, data)})
                 selection.rows.append(
                     {**candidate.as_row(), "id": image_id, "sha256": digest, "width": width, "height": height}
                 )

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_curve
 from coronet.files import atomic_path
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save_figure(fig: plt.Figure, path: Path) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -32,7 +32,7 @@ def training_curves(history: pd.DataFrame, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("CoroNet training curves")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def confusion_matrix_figure(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> None:
@@ -48,7 +48,7 @@ def confusion_matrix_figure(matrix: np.ndarray, classes: list[str], path: Path, 
             ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
                     color="white" if peak and matrix[i, j] > peak / 2 else "black")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def roc_figure(predictions: pd.DataFrame, classes: list[str], path: Path) -> None:
@@ -65,36 +65,25 @@ def roc_figure(predictions: pd.DataFrame, classes: list[str], path: Path) -> Non
     ax.set_ylabel("true positive rate")
     ax.set_title("ROC, one class against the rest")
     ax.legend(loc="lower right")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def gradcam_panel(model: object, test: pd.DataFrame, predictions: pd.DataFrame, classes: list[str],
-                  image_size: int, per_class: int, path: Path) -> None:
-    """A grid of Grad-CAM overlays: per actual class (rows), up to ``per_class`` correct and
-    ``per_class`` wrong test images, first by id, so reruns show the same images."""
-    from coronet.gradcam import gradcam, overlay
-    from coronet.images import decode_grayscale, model_input
-
-    merged = test[["id", "path"]].merge(predictions, on="id").sort_values("id")
-    columns = 2 * per_class
-    fig, axes = plt.subplots(len(classes), columns, figsize=(2.2 * columns, 2.4 * len(classes)), squeeze=False)
-    for row, name in enumerate(classes):
-        actual = merged[merged["label"] == name]
-        right = actual[actual["predicted"] == name].head(per_class)
-        wrong = actual[actual["predicted"] != name].head(per_class)
-        picks = [*right.itertuples(), *wrong.itertuples()]
-        for col in range(columns):
-            ax = axes[row, col]
-            ax.axis("off")
-            if col >= len(picks):
-                continue
-            item = picks[col]
-            array = np.asarray(model_input(decode_grayscale(Path(item.path).read_bytes()), image_size))
-            heatmap, _ = gradcam(model, array)
-            ax.imshow(overlay(array[..., 0].astype(np.uint8), heatmap))
-            mark = "right" if item.predicted == name else f"wrong: {item.predicted}"
-            ax.set_title(f"{mark} {getattr(item, f'p_{item.predicted}'):.2f}", fontsize=8)
-        axes[row, 0].text(-0.1, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, ha="right",
-                          va="center", fontsize=9)
-    fig.suptitle("Grad-CAM on test images (rows: actual class)")
-    _save(fig, path)
+def reliability_figure(table: pd.DataFrame, path: Path, ece: float) -> None:
+    """Top-label reliability diagram: accuracy against confidence per bin, with bin counts."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    filled = table[table["count"] > 0]
+    centres = (table["low"] + table["high"]) / 2
+    ax.bar(centres, table["accuracy"].fillna(0), width=(table["high"] - table["low"]) * 0.9, alpha=0.7,
+           edgecolor="black", label="accuracy in bin")
+    ax.plot(filled["confidence"], filled["accuracy"], "o", color="C1", label="mean confidence")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    for centre, count in zip(centres, table["count"], strict=True):
+        if count:
+            ax.text(centre, 0.02, str(count), ha="center", fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top predicted probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability (ECE {ece:.3f}); numbers: images per bin")
+    ax.legend(loc="upper left")
+    save_figure(fig, path)

@@ -1,0 +1,70 @@
+"""Evidence about shortcuts: results by source and age, and whether the source is predictable.
+
+CoroNet's data pair adult COVID-19 images from one collection with paediatric images from another, so
+a model can learn the source instead of the disease. These functions measure how open that door is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from coronet.split import shared_between_splits
+
+AGE_BANDS = [(0, 18, "0-17"), (18, 40, "18-39"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 200, "80+")]
+KERMANY_AGES = "1-5 by provenance"  # Kermany cohort; MLflow metric names allow no brackets
+PROBE_WARNING_AUC = 0.9  # at or above this the source is as good as readable from the input
+
+
+def age_band(age: Any, source: str) -> str:
+    """The band of a recorded age; Kermany files carry no age, but the cohort is 1-5 years old."""
+    try:
+        years = float(age)
+    except (TypeError, ValueError):
+        return KERMANY_AGES if source == "kermany" else "unknown"
+    return next((name for low, high, name in AGE_BANDS if low <= years < high), "unknown")
+
+
+def breakdown(frame: pd.DataFrame, by: str, classes: list[str]) -> dict[str, dict[str, Any]]:
+    """Accuracy and per-class recall within each group of ``by`` (frame: label, predicted, by)."""
+    out: dict[str, dict[str, Any]] = {}
+    for group, part in frame.groupby(by, sort=True):
+        recall = {}
+        for name in classes:
+            actual = part[part["label"] == name]
+            if len(actual):
+                recall[name] = float((actual["predicted"] == name).mean())
+        out[str(group)] = {"n": len(part), "accuracy": float((part["label"] == part["predicted"]).mean()),
+                           "recall": recall}
+    return out
+
+
+def source_probe(features: np.ndarray, source: np.ndarray, folds: int, seed: int) -> dict[str, float] | None:
+    """How well a cross-validated logistic regression tells the source from ``features``.
+
+    Returns out-of-fold ROC AUC and balanced accuracy; None when there is a single source or too few
+    images per source for the folds.
+    """
+    labels, counts = np.unique(source, return_counts=True)
+    if len(labels) != 2 or counts.min() < 2:
+        return None
+    folds = int(min(folds, counts.min()))
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    target = (source == labels[1]).astype(int)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    scores = cross_val_predict(model, features, target, cv=splitter, method="predict_proba")[:, 1]
+    return {"auc": float(roc_auc_score(target, scores)),
+            "balanced_accuracy": float(balanced_accuracy_score(target, scores >= 0.5)), "folds": folds}
+
+
+def leakage(frame: pd.DataFrame) -> dict[str, int]:
+    """Patients and identical images (same sha256) found in more than one split (frame: split, ...)."""
+    return {"patients_shared": shared_between_splits(frame, "patient_id"),
+            "images_shared": shared_between_splits(frame, "sha256")}

@@ -1,0 +1,75 @@
+"""Everything around the headline numbers: intervals, calibration, breakdowns, the confound probe and
+the leakage check, as nested dicts for metrics.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from coronet.calibration import brier_score, expected_calibration_error
+from coronet.confounds import age_band, breakdown, leakage, source_probe
+from coronet.intervals import bootstrap, per_class_wilson
+from coronet.metrics import per_class_scores, roc_auc_per_class
+from coronet.split import SPLITS
+
+
+def _macro_f1(classes: list[str]):
+    from sklearn.metrics import confusion_matrix
+
+    def statistic(sample: pd.DataFrame) -> float:
+        scores = per_class_scores(confusion_matrix(sample["label"], sample["predicted"], labels=classes), classes)
+        return float(np.mean([s["f1"] or 0.0 for s in scores.values()]))
+
+    return statistic
+
+
+def intervals(predictions: pd.DataFrame, matrix: np.ndarray, classes: list[str], resamples: int, seed: int,
+              level: float) -> dict[str, Any]:
+    statistics = {
+        "accuracy": lambda s: float((s["label"] == s["predicted"]).mean()),
+        "macro_f1": _macro_f1(classes),
+        **{f"roc_auc.{c}": (lambda s, c=c: roc_auc_per_class(s, [c])[c]) for c in classes},
+    }
+    boot = bootstrap(predictions, statistics, resamples, seed, level)
+    return {
+        "level": level,
+        "per_class": per_class_wilson(matrix, classes, level),
+        "accuracy": boot["accuracy"],
+        "macro_f1": boot["macro_f1"],
+        "roc_auc": {c: boot[f"roc_auc.{c}"] for c in classes},
+        "bootstrap_resamples": resamples,
+    }
+
+
+def collect(
+    predictions: pd.DataFrame,
+    matrix: np.ndarray,
+    images: pd.DataFrame,
+    stats: pd.DataFrame,
+    features: np.ndarray,
+    classes: list[str],
+    cfg: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """``images``: every image with id, split, source, patient_id, sha256, age (all splits).
+    ``features``: the model's penultimate activations for ``images`` rows, in the same order."""
+    test = predictions.merge(images[["id", "source", "age"]], on="id", validate="one_to_one")
+    test["age_band"] = [age_band(a, s) for a, s in zip(test["age"], test["source"], strict=True)]
+    ordered_stats = images[["id"]].merge(stats, on="id", how="left", validate="one_to_one")
+    plain = ordered_stats.drop(columns="id").to_numpy(dtype=float)
+    source = images["source"].to_numpy()
+    folds = int(cfg["probe_folds"])
+    return {
+        "intervals": intervals(predictions, matrix, classes, int(cfg["bootstrap_resamples"]), seed,
+                               float(cfg["ci_level"])),
+        "calibration": {"ece": expected_calibration_error(predictions, classes, int(cfg["calibration_bins"])),
+                        "brier": brier_score(predictions, classes), "bins": int(cfg["calibration_bins"])},
+        "by_source": breakdown(test, "source", classes),
+        "by_age_band": breakdown(test, "age_band", classes),
+        "confound_probe": {"image_statistics": source_probe(plain, source, folds, seed),
+                           "model_features": source_probe(features, source, folds, seed),
+                           "images": len(images)},
+        "leakage": leakage(images[images["split"].isin(SPLITS)]),
+    }

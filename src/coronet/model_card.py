@@ -1,0 +1,147 @@
+"""metrics/model_card.md: the evaluation as an honest account a clinician can follow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coronet.confounds import KERMANY_AGES, PROBE_WARNING_AUC
+
+# Khan, Shah, Bhat 2020, Tables IV-VI (the figures the paper reports; others are not restated here).
+IMAGE_LEVEL_NOTE = " With an image-level split shared patients are expected, and they inflate the results."
+PAPER = {"accuracy": 0.895, "covid precision": 0.97, "covid recall": 1.00, "3-class accuracy": 0.95}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _ci(interval: dict[str, float] | None, scale: float = 100, digits: int = 1) -> str:
+    return "" if not interval else f" ({scale * interval['low']:.{digits}f}-{scale * interval['high']:.{digits}f})"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def probe_sentence(name: str, probe: dict[str, float] | None) -> str:
+    if probe is None:
+        return f"- {name}: not measurable (the images come from a single source, or too few per source)."
+    verdict = (f"**warning: at or above {PROBE_WARNING_AUC}, the source is readable from this input, so the "
+               "data permit a shortcut**" if probe["auc"] >= PROBE_WARNING_AUC else "below the warning level")
+    return (f"- {name}: cross-validated ROC AUC {probe['auc']:.3f}, balanced accuracy "
+            f"{probe['balanced_accuracy']:.3f} ({probe['folds']} folds): {verdict}.")
+
+
+def render(metrics: dict[str, Any], data: dict[str, Any], setup: dict[str, Any], licences: dict[str, int],
+           classes: list[str]) -> str:
+    ci = metrics["intervals"]
+    covid = metrics["per_class"].get("covid", {})
+    covid_ci = ci["per_class"].get("covid", {})
+    results = [
+        ["accuracy", _pct(metrics["accuracy"]) + _ci(ci["accuracy"]), _pct(PAPER["accuracy"])],
+        ["macro F1", _pct(metrics["macro_avg"]["f1"]) + _ci(ci["macro_f1"]), "-"],
+        ["COVID-19 precision", _pct(covid.get("precision")) + _ci(covid_ci.get("precision")),
+         _pct(PAPER["covid precision"])],
+        ["COVID-19 recall (sensitivity)", _pct(covid.get("recall")) + _ci(covid_ci.get("recall")),
+         _pct(PAPER["covid recall"])],
+        ["3-class accuracy (bacterial + viral = pneumonia)", _pct(metrics.get("three_class", {}).get("accuracy")),
+         _pct(PAPER["3-class accuracy"])],
+    ]
+    per_class = [[c, _pct(s["precision"]) + _ci(ci["per_class"][c]["precision"]),
+                  _pct(s["recall"]) + _ci(ci["per_class"][c]["recall"]),
+                  _pct(s["specificity"]) + _ci(ci["per_class"][c]["specificity"]),
+                  "n/a" if metrics["roc_auc"][c] is None else f"{metrics['roc_auc'][c]:.3f}"
+                  + _ci(ci["roc_auc"][c], 1, 3), str(s["support"])]
+                 for c, s in ((c, metrics["per_class"][c]) for c in classes)]
+    counts = [[c, *(str(data["images"][s].get(c, 0)) for s in ("train", "val", "test"))] for c in classes]
+    counts.append(["patients", *(str(data["images"][s]["patients"]) for s in ("train", "val", "test"))])
+    breakdowns = []
+    for title, key in (("source", "by_source"), ("age band", "by_age_band")):
+        rows = [[group, str(v["n"]), _pct(v["accuracy"]), ", ".join(f"{c} {_pct(r)}" for c, r in v["recall"].items())]
+                for group, v in metrics[key].items()]
+        breakdowns.append(f"By {title}:\n\n" + _table([title, "test images", "accuracy", "recall per class"], rows))
+    probe = metrics["confound_probe"]
+    leak = metrics["leakage"]
+    group_by = setup.get("split.group_by", "patient")
+    train = setup.get("train", {})
+    licence_lines = "\n".join(f"  - {name or 'blank'}: {n} images" for name, n in sorted(licences.items()))
+
+    return f"""# CoroNet model card
+
+## Intended use
+Research on chest X-ray classification into {", ".join(classes)}. **Not for diagnosis or any clinical
+decision**: the model has not been validated prospectively, on other hospitals' equipment, or on the
+patients it would be used for.
+
+## Data
+- Sources: Cohen et al. covid-chestxray-dataset (COVID-19; adults; per-image licences) and Kermany et al.
+  ChestXRay2017 (normal, bacterial and viral pneumonia; children aged 1-5; CC BY 4.0).
+  Download source of this run: {setup.get("download.source", "unknown")}.
+- **Confound:** every COVID-19 image comes from one collection of adult images, every other class from a
+  paediatric collection. Age, hospital, equipment and file format all differ with the label. Kermany
+  files carry no per-image age; the band "{KERMANY_AGES}" is the cohort's, not a measurement.
+- Images per class and split ({data["total"]} in all; {data["rejected"]["total"]} records rejected, listed in
+  data/interim/rejected.csv):
+
+{_table(["class", "train", "val", "test"], counts)}
+
+- Licences of the images used:
+{licence_lines}
+
+## Training setup
+- Xception (weights: {train.get("weights", "?")}), Flatten, Dropout {train.get("dropout", "?")}, Dense
+  {train.get("dense_units", "?")} relu, Dense {len(classes)} softmax; input {train.get("image_size", "?")} px;
+  Adam lr {train.get("learning_rate", "?")}; batch {train.get("batch_size", "?")}; {train.get("epochs", "?")} epochs;
+  augmentation {train.get("augment", {})}.
+- BatchNorm: momentum {train.get("bn_momentum") or "Keras default (0.99)"}; statistics re-estimated after
+  training: {"yes" if train.get("recalibrate_bn") else "no"}.
+- Split: {"grouped by patient (no patient in two splits)" if group_by == "patient" else
+          "by image at random, as the paper (a patient's images can fall in both training and test)"}.
+
+## Results on the test split
+95% intervals in brackets: Wilson for proportions, a bootstrap of {ci["bootstrap_resamples"]} resamples of the
+test images for accuracy, macro F1 and AUC. The paper's figures come from an image-level split of the same
+two sources.
+
+{_table(["metric", "this run", "paper (Tables IV-VI)"], results)}
+
+{_table(["class", "precision", "recall", "specificity", "ROC AUC", "test images"], per_class)}
+
+## Calibration
+Expected calibration error {metrics["calibration"]["ece"]:.3f} ({metrics["calibration"]["bins"]} bins), Brier score
+{metrics["calibration"]["brier"]:.3f}. A probability of 0.9 should be right 9 times in 10; the diagram shows how
+far this model is from that.
+
+![reliability diagram](figures/reliability.png)
+
+## Breakdowns
+{breakdowns[0]}
+
+{breakdowns[1]}
+
+## Confound probe
+Can the image's source (COVID-19 collection or Kermany) be predicted without looking at disease? A
+cross-validated logistic regression over {probe["images"]} images:
+{probe_sentence("from plain image statistics of the original files (size, bytes, intensity histogram)",
+                probe["image_statistics"])}
+{probe_sentence("from the model's penultimate features", probe["model_features"])}
+Since the source decides the COVID-19 label here, a high score means the headline numbers may measure the
+source rather than the disease (DeGrave et al. 2021). It is a warning, not a success.
+
+## Leakage check
+Patients in more than one split: {leak["patients_shared"]}; identical images in more than one split:
+{leak["images_shared"]}.{"" if group_by == "patient" else IMAGE_LEVEL_NOTE}
+
+## What the model looked at
+Grad-CAM on test images per class, correct and wrong:
+
+![Grad-CAM panel](figures/gradcam_panel.png)
+
+## Known limitations
+- Two sources, each tied to labels: see the confound probe; external validation is missing.
+- COVID-19 images are figures from publications (cropped, annotated, re-encoded), not hospital DICOMs.
+- Kermany labels come from file names; per-image age and sex are unknown there.
+- Small test set: the intervals above are wide; differences inside them are not evidence.
+- Probabilities are only as reliable as the calibration section shows.
+"""
