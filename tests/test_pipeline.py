@@ -229,20 +229,21 @@ def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    log = tmp_path / "server.log"  # a file, not a pipe: a full pipe would block the server
     server = subprocess.Popen(
         [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/coronet@candidate", "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, **env, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while True:
-            assert server.poll() is None, server.stderr.read().decode()[-3000:]
+            assert server.poll() is None, log.read_text()[-3000:]
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
                     break
             except OSError:
-                assert time.monotonic() < deadline, "the model server did not come up"
+                assert time.monotonic() < deadline, f"the model server did not come up:\n{log.read_text()[-3000:]}"
                 time.sleep(1)
         body = {"dataframe_split": {"columns": ["image"],
                                     "data": [[base64.b64encode(p.read_bytes()).decode()] for p in files]}}
