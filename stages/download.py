@@ -15,8 +15,7 @@ SOURCES = ("covid", "kermany")
 
 
 def main() -> int:
-    params = load_params()
-    cfg = params["download"]
+    cfg = load_params()["download"]
     max_bytes = int(float(cfg["max_archive_gb"]) * 1e9)
     records: dict[str, dict[str, object]] = {}
     with atomic_dir(RAW / "covid") as covid_dir, atomic_dir(RAW / "kermany") as kermany_dir:

@@ -104,6 +104,8 @@ def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     client = mlflow.MlflowClient()
     run = client.get_run(run_info["run_id"])
+    store = env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")
+    assert run.info.artifact_uri.startswith(f"file://{store.removesuffix('/mlflow.db')}/mlartifacts/")
     assert run.data.params["train.learning_rate"] == "0.001"
     assert run.data.params["split.group_by"] == "patient"  # the data stages' params, from dvc.lock
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]

@@ -1,8 +1,7 @@
-"""The one params loader: reads ``params.yaml`` and hands each stage its own section."""
+"""The one params loader: reads ``params.yaml``; each stage takes its own sections from it."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +10,11 @@ import yaml
 PARAMS_FILE = "params.yaml"
 
 
-def project_root() -> Path:
-    """The repository the pipeline runs in: the working directory, where DVC starts every stage."""
-    return Path.cwd()
-
-
-def load_params(path: str | Path | None = None) -> dict[str, Any]:
-    path = Path(path) if path else project_root() / PARAMS_FILE
+def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml of the working directory (DVC starts every stage in the repository root)."""
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run the stages from the repository root")
+        raise FileNotFoundError(f"{path.resolve()} not found: run the stages from the repository root")
     with path.open(encoding="utf-8") as f:
         params = yaml.safe_load(f) or {}
     if not isinstance(params, dict):
@@ -27,19 +22,11 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
     return params
 
 
-def section(name: str, params: dict[str, Any] | None = None) -> Any:
-    """One section of params.yaml (``seed`` and ``classes`` are sections too)."""
-    params = load_params() if params is None else params
-    if name not in params:
-        raise KeyError(f"params.yaml has no section {name!r}")
-    return params[name]
-
-
-def class_names(params: dict[str, Any] | None = None) -> list[str]:
+def class_names(params: dict[str, Any]) -> list[str]:
     """The fixed class order. Everything that indexes classes goes through this list."""
-    classes = list(section("classes", params))
-    if len(set(classes)) != len(classes) or not classes:
-        raise ValueError(f"params.yaml classes must be unique and non-empty, got {classes}")
+    classes = list(params.get("classes") or [])
+    if not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"params.yaml classes must be a non-empty list of unique names, got {classes}")
     return classes
 
 
@@ -53,7 +40,3 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

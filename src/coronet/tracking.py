@@ -29,7 +29,9 @@ def tracking_uri() -> str:
 def configure(experiment: str) -> str:
     """Points MLflow at the tracking store and returns the experiment id (created on first use).
 
-    With the default SQLite store, artifacts live next to it in ``mlartifacts/``.
+    With a SQLite store, the experiment's artifacts live next to the database in ``mlartifacts/``:
+    MLflow's own default is relative to the working directory, which under ``dvc exp run --temp`` is a
+    copy that is deleted afterwards.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
@@ -40,8 +42,8 @@ def configure(experiment: str) -> str:
     if found is not None:
         return found.experiment_id
     location = None
-    if uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI"):
-        location = (repository_root() / DEFAULT_ARTIFACTS).as_uri()
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / DEFAULT_ARTIFACTS).as_uri()
     return mlflow.create_experiment(experiment, artifact_location=location)
 
 

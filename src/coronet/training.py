@@ -117,6 +117,3 @@ def recalibrate_batchnorm(model: Any, dataset: Any) -> int:
     return batches
 
 
-def history_rows(history: list[dict[str, float]]) -> list[dict[str, float]]:
-    return [{k: row.get(k) for k in HISTORY_COLUMNS} for row in history]
-
