@@ -84,7 +84,7 @@ def main() -> int:
             checkpoints.save(model, epoch, history, run_id)
 
     model.fit(train_ds, validation_data=val_ds, epochs=int(cfg["epochs"]), initial_epoch=state["epoch"] if state else 0,
-              callbacks=[epoch_callback(on_epoch_end)], verbose=2)
+              callbacks=[epoch_callback(on_epoch_end)], verbose=2, shuffle=False)  # train_ds shuffles itself
 
     if cfg["recalibrate_bn"]:
         before = model.evaluate(val_ds, return_dict=True, verbose=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import socket
+import urllib.request
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,8 @@ def test_imagenet_weights_unreachable_fail_with_instructions(tmp_path, monkeypat
         port = s.getsockname()[1]
     for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
         monkeypatch.setenv(var, f"http://127.0.0.1:{port}")
+    # urllib caches one opener (with the proxies of its first use) for the whole process: keep ours private.
+    monkeypatch.setattr(urllib.request, "_opener", None)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     with pytest.raises(WeightsUnavailableError) as info:
         build_model(CLASSES, 71, "imagenet")
@@ -115,10 +118,24 @@ def test_same_seed_same_model_on_cpu(tmp_path):
         set_seeds(11)
         model = build_model(CLASSES, 71, "none", bn_momentum=0.9)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
-        model.fit(make_dataset(frame, CLASSES, 71, 4, augment=augment, shuffle=True, seed=11), epochs=1, verbose=0)
+        model.fit(make_dataset(frame, CLASSES, 71, 4, augment=augment, shuffle=True, seed=11), epochs=1, verbose=0,
+                  shuffle=False)
         return [w.numpy() for w in model.weights]
 
     first, second = fit_once(), fit_once()
     assert len(first) == len(second)
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_weights_from_a_file_are_loaded(tmp_path):
+    """train.weights may name a local weights file (an air-gapped copy of the ImageNet one, say)."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    source = keras.applications.Xception(include_top=False, weights=None, input_shape=(71, 71, 3))
+    path = tmp_path / "xception_notop.weights.h5"
+    source.save_weights(path)
+    model = build_model(CLASSES, 71, str(path))
+    conv = model.get_layer("block1_conv1").get_weights()[0]
+    np.testing.assert_array_equal(conv, source.get_layer("block1_conv1").get_weights()[0])

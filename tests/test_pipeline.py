@@ -208,7 +208,7 @@ def test_real_layout_mirror_gives_a_correct_patient_disjoint_split(tmp_path, fil
     assert not (project / "data/raw/kermany/ChestXRay2017.zip").exists()
 
 
-def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys):
+def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys, monkeypatch):
     """`mlflow models serve` on the registered model gives the probabilities `coronet predict` gives."""
     import os
     import socket
@@ -227,6 +227,10 @@ def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys)
             files.append(path)
     assert main(["predict", *map(str, files), "--model", str(project / "models/coronet.keras"), "--format", "json"]) == 0
     expected = json.loads(capsys.readouterr().out)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])  # the registered model, same answers
+    assert main(["predict", *map(str, files), "--model-uri", "models:/coronet@candidate", "--format", "json"]) == 0
+    from_registry = json.loads(capsys.readouterr().out)
+    assert [r["predicted"] for r in from_registry] == [r["predicted"] for r in expected]
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -237,12 +241,13 @@ def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys)
          "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, **env, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"},
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback never goes through a proxy
     try:
         deadline = time.monotonic() + 240
         while True:
             assert server.poll() is None, log.read_text()[-3000:]
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                with local.open(f"http://127.0.0.1:{port}/ping", timeout=2):
                     break
             except OSError:
                 assert time.monotonic() < deadline, f"the model server did not come up:\n{log.read_text()[-3000:]}"
@@ -251,7 +256,7 @@ def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys)
                                     "data": [[base64.b64encode(p.read_bytes()).decode()] for p in files]}}
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=120) as response:
+        with local.open(request, timeout=120) as response:
             served = json.loads(response.read())["predictions"]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
