@@ -113,3 +113,11 @@ def test_console_script(model_path, images):
                              str(model_path), "--format", "csv"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert pd.read_csv(io.StringIO(result.stdout))["predicted"].isin(CLASSES).all()
+
+
+def test_unloadable_models_are_a_clear_error(capsys, images, tmp_path, monkeypatch):
+    code, _, err = run(capsys, str(images), "--model", str(tmp_path / "none.keras"))
+    assert code == 2 and "cannot load the model" in err and "run.json" in err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/empty.db")
+    code, _, err = run(capsys, str(images), "--model-uri", "models:/nothing@champion")
+    assert code == 2 and "cannot load the model: models:/nothing@champion" in err

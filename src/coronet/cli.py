@@ -37,8 +37,13 @@ def load_classifier(model: str | None, model_uri: str | None) -> Any:
 
         from coronet import tracking
 
+        from mlflow.exceptions import MlflowException
+
         mlflow.set_tracking_uri(tracking.tracking_uri())
-        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().classifier
+        try:
+            return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().classifier
+        except MlflowException as exc:
+            raise ValueError(f"{model_uri} ({tracking.tracking_uri()}): {exc.message}") from exc
     return Classifier.load(model or "models/coronet.keras")
 
 
@@ -130,7 +135,7 @@ def predict_command(args: argparse.Namespace) -> int:
         return 2
     try:
         classifier = load_classifier(args.model, args.model_uri)
-    except (FileNotFoundError, OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         print(f"cannot load the model: {exc}", file=sys.stderr)
         return 2
     if args.gradcam_class and args.gradcam_class not in classifier.classes:
