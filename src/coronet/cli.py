@@ -34,10 +34,9 @@ def load_classifier(model: str | None, model_uri: str | None) -> Any:
 
     if model_uri:
         import mlflow
+        from mlflow.exceptions import MlflowException
 
         from coronet import tracking
-
-        from mlflow.exceptions import MlflowException
 
         mlflow.set_tracking_uri(tracking.tracking_uri())
         try:
