@@ -75,7 +75,7 @@ def reliability_figure(table: pd.DataFrame, path: Path, ece: float) -> None:
     centres = (table["low"] + table["high"]) / 2
     ax.bar(centres, table["accuracy"].fillna(0), width=(table["high"] - table["low"]) * 0.9, alpha=0.7,
            edgecolor="black", label="accuracy in bin")
-    ax.plot(filled["confidence"], filled["accuracy"], "o", color="C1", label="mean confidence")
+    ax.plot(filled["confidence"], filled["accuracy"], "o", color="C1", label="accuracy at mean confidence")
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     for centre, count in zip(centres, table["count"], strict=True):
         if count:
