@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv demo test repro ui lint bench clean-venv
+.PHONY: venv venv-gpu demo test repro ui lint bench clean-venv
 
 venv: $(STAMP)
 
