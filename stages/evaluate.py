@@ -17,7 +17,8 @@ from coronet.confounds import PROBE_WARNING_AUC
 from coronet.dataset import load_images, make_dataset
 from coronet.files import atomic_path, write_csv, write_json
 from coronet.gradcam import gradcam_panel
-from coronet.metrics import compute_metrics, metrics_table
+from coronet.metrics import compute_metrics, confusion, metrics_table
+from coronet.model import PENULTIMATE
 from coronet.model_card import render
 from coronet.params import class_names, flatten, load_params
 from coronet.plots import confusion_matrix_figure, reliability_figure, roc_figure
@@ -36,9 +37,17 @@ def main() -> int:
     batch = int(cfg["batch_size"])
     manifest = pd.read_csv("data/interim/manifest.csv", dtype=str, keep_default_na=False)
     images = load_images().merge(manifest[["id", "age"]], on="id", validate="one_to_one")
-    test = images[images["split"] == "test"].reset_index(drop=True)
+    is_test = (images["split"] == "test").to_numpy()
+    test = images[is_test].reset_index(drop=True)
 
-    probs = np.asarray(classifier.model.predict(make_dataset(test, classes, classifier.image_size, batch), verbose=1))
+    # One forward pass over every image: class probabilities (the test rows become predictions.csv) and
+    # the penultimate features (the confound probe uses all splits).
+    import keras
+
+    both = keras.Model(classifier.model.inputs,
+                       [classifier.model.get_layer(PENULTIMATE).output, classifier.model.output])
+    features, probs = both.predict(make_dataset(images, classes, classifier.image_size, batch), verbose=1)
+    probs = np.asarray(probs)[is_test]
     predictions = pd.DataFrame({"id": test["id"], "label": test["label"],
                                 "predicted": [classes[i] for i in probs.argmax(axis=1)]})
     for i, name in enumerate(classes):
@@ -47,16 +56,12 @@ def main() -> int:
     predictions = pd.read_csv(METRICS / "predictions.csv")  # every metric comes from the file itself
 
     metrics = compute_metrics(predictions, classes)
-    matrix = np.array([[metrics["confusion_matrix"][a][p] for p in classes] for a in classes])
-    import keras
-
-    penultimate = keras.Model(classifier.model.inputs, classifier.model.get_layer("dense").output)
-    features = penultimate.predict(make_dataset(images, classes, classifier.image_size, batch), verbose=0)
     stats = pd.read_csv("data/interim/image_stats.csv")
-    metrics.update(evidence.collect(predictions, matrix, images, stats, features, classes, cfg, seed))
+    metrics.update(evidence.collect(predictions, images, stats, np.asarray(features), classes, cfg, seed))
     write_json(METRICS / "metrics.json", metrics)
 
-    confusion_matrix_figure(matrix, classes, FIGURES / "confusion_matrix.png", "CoroNet test confusion matrix")
+    confusion_matrix_figure(confusion(predictions, classes), classes, FIGURES / "confusion_matrix.png",
+                            "CoroNet test confusion matrix")
     roc_figure(predictions, classes, FIGURES / "roc.png")
     reliability_figure(reliability_bins(predictions, classes, int(cfg["calibration_bins"])),
                        FIGURES / "reliability.png", metrics["calibration"]["ece"])

@@ -3,6 +3,7 @@ the leakage check, as nested dicts for metrics.json."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,22 +12,19 @@ import pandas as pd
 from coronet.calibration import brier_score, expected_calibration_error
 from coronet.confounds import age_band, breakdown, leakage, source_probe
 from coronet.intervals import bootstrap, per_class_wilson
-from coronet.metrics import per_class_scores, roc_auc_per_class
+from coronet.metrics import averages, confusion, per_class_scores, roc_auc_per_class
 from coronet.split import SPLITS
 
 
-def _macro_f1(classes: list[str]):
-    from sklearn.metrics import confusion_matrix
-
-    def statistic(sample: pd.DataFrame) -> float:
-        scores = per_class_scores(confusion_matrix(sample["label"], sample["predicted"], labels=classes), classes)
-        return float(np.mean([s["f1"] or 0.0 for s in scores.values()]))
+def _macro_f1(classes: list[str]) -> Callable[[pd.DataFrame], float | None]:
+    def statistic(sample: pd.DataFrame) -> float | None:
+        return averages(per_class_scores(confusion(sample, classes), classes))["macro_avg"]["f1"]
 
     return statistic
 
 
-def intervals(predictions: pd.DataFrame, matrix: np.ndarray, classes: list[str], resamples: int, seed: int,
-              level: float) -> dict[str, Any]:
+def intervals(predictions: pd.DataFrame, classes: list[str], resamples: int, seed: int, level: float
+              ) -> dict[str, Any]:
     statistics = {
         "accuracy": lambda s: float((s["label"] == s["predicted"]).mean()),
         "macro_f1": _macro_f1(classes),
@@ -35,7 +33,7 @@ def intervals(predictions: pd.DataFrame, matrix: np.ndarray, classes: list[str],
     boot = bootstrap(predictions, statistics, resamples, seed, level)
     return {
         "level": level,
-        "per_class": per_class_wilson(matrix, classes, level),
+        "per_class": per_class_wilson(confusion(predictions, classes), classes, level),
         "accuracy": boot["accuracy"],
         "macro_f1": boot["macro_f1"],
         "roc_auc": {c: boot[f"roc_auc.{c}"] for c in classes},
@@ -45,7 +43,6 @@ def intervals(predictions: pd.DataFrame, matrix: np.ndarray, classes: list[str],
 
 def collect(
     predictions: pd.DataFrame,
-    matrix: np.ndarray,
     images: pd.DataFrame,
     stats: pd.DataFrame,
     features: np.ndarray,
@@ -62,8 +59,7 @@ def collect(
     source = images["source"].to_numpy()
     folds = int(cfg["probe_folds"])
     return {
-        "intervals": intervals(predictions, matrix, classes, int(cfg["bootstrap_resamples"]), seed,
-                               float(cfg["ci_level"])),
+        "intervals": intervals(predictions, classes, int(cfg["bootstrap_resamples"]), seed, float(cfg["ci_level"])),
         "calibration": {"ece": expected_calibration_error(predictions, classes, int(cfg["calibration_bins"])),
                         "brier": brier_score(predictions, classes), "bins": int(cfg["calibration_bins"])},
         "by_source": breakdown(test, "source", classes),

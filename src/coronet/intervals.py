@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+from coronet.metrics import one_vs_rest
+
 
 def wilson(successes: int, trials: int, level: float = 0.95) -> dict[str, float] | None:
     """Wilson score interval of successes / trials; None when there are no trials."""
@@ -20,12 +22,9 @@ def wilson(successes: int, trials: int, level: float = 0.95) -> dict[str, float]
 
 def per_class_wilson(matrix: np.ndarray, classes: list[str], level: float = 0.95) -> dict[str, dict[str, Any]]:
     """Precision, recall and specificity intervals from the confusion matrix (rows actual, columns predicted)."""
-    total = int(matrix.sum())
     out = {}
     for i, name in enumerate(classes):
-        tp = int(matrix[i, i])
-        fn, fp = int(matrix[i].sum()) - tp, int(matrix[:, i].sum()) - tp
-        tn = total - tp - fn - fp
+        tp, fn, fp, tn = one_vs_rest(matrix, i)
         out[name] = {"precision": wilson(tp, tp + fp, level), "recall": wilson(tp, tp + fn, level),
                      "specificity": wilson(tn, tn + fp, level)}
     return out

@@ -21,17 +21,25 @@ def matrix_dict(matrix: np.ndarray, classes: list[str]) -> dict[str, dict[str, i
     return {a: {p: int(matrix[i, j]) for j, p in enumerate(classes)} for i, a in enumerate(classes)}
 
 
+def confusion(predictions: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """Rows actual, columns predicted, in the fixed class order."""
+    return confusion_matrix(predictions["label"], predictions["predicted"], labels=classes)
+
+
+def one_vs_rest(matrix: np.ndarray, i: int) -> tuple[int, int, int, int]:
+    """(tp, fn, fp, tn) of class ``i`` against all others."""
+    tp = int(matrix[i, i])
+    fn, fp = int(matrix[i].sum()) - tp, int(matrix[:, i].sum()) - tp
+    return tp, fn, fp, int(matrix.sum()) - tp - fn - fp
+
+
 def per_class_scores(matrix: np.ndarray, classes: list[str]) -> dict[str, dict[str, Any]]:
-    total = matrix.sum()
     scores = {}
     for i, name in enumerate(classes):
-        tp = matrix[i, i]
-        fn = matrix[i].sum() - tp
-        fp = matrix[:, i].sum() - tp
-        tn = total - tp - fn - fp
+        tp, fn, fp, tn = one_vs_rest(matrix, i)
         scores[name] = {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
                         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-                        "specificity": _ratio(tn, tn + fp), "support": int(tp + fn)}
+                        "specificity": _ratio(tn, tn + fp), "support": tp + fn}
     return scores
 
 
@@ -58,7 +66,7 @@ def compute_metrics(predictions: pd.DataFrame, classes: list[str]) -> dict[str, 
     """The metrics.json tree: accuracy, per-class scores, averages, confusion matrix, the paper's
     3-class view, COVID-vs-rest screening figures and one-vs-rest ROC AUC."""
     actual, predicted = predictions["label"], predictions["predicted"]
-    matrix = confusion_matrix(actual, predicted, labels=classes)
+    matrix = confusion(predictions, classes)
     scores = per_class_scores(matrix, classes)
     result: dict[str, Any] = {
         "accuracy": _ratio(np.trace(matrix), matrix.sum()),
@@ -73,9 +81,7 @@ def compute_metrics(predictions: pd.DataFrame, classes: list[str]) -> dict[str, 
         result["three_class"] = {"accuracy": _ratio(np.trace(m3), m3.sum()), "confusion_matrix": matrix_dict(m3, three)}
     if "covid" in classes:
         covid = scores["covid"]
-        i = classes.index("covid")
-        tn = matrix.sum() - matrix[i].sum() - matrix[:, i].sum() + matrix[i, i]
-        fn = matrix[i].sum() - matrix[i, i]
+        _, fn, _, tn = one_vs_rest(matrix, classes.index("covid"))
         result["covid_vs_rest"] = {"sensitivity": covid["recall"], "specificity": covid["specificity"],
                                    "ppv": covid["precision"], "npv": _ratio(tn, tn + fn)}
     result["roc_auc"] = roc_auc_per_class(predictions, classes)

@@ -8,6 +8,7 @@ from typing import Any
 
 XCEPTION_NOTOP = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
 LAST_CONV = "block14_sepconv2_act"  # Xception's last convolutional activation (Grad-CAM's target)
+PENULTIMATE = "dense"  # the 256-unit layer before the softmax (the confound probe's features)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -63,7 +64,7 @@ def build_model(
                 layer.momentum = float(bn_momentum)
     x = keras.layers.Flatten(name="flatten")(base.output)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-    x = keras.layers.Dense(dense_units, activation="relu", name="dense")(x)
+    x = keras.layers.Dense(dense_units, activation="relu", name=PENULTIMATE)(x)
     # float32 output keeps softmax stable under mixed precision.
     outputs = keras.layers.Dense(len(classes), activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="coronet")
