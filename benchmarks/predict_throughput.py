@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from coronet.cli import predict_files
 from coronet.files import write_json
 from coronet.params import class_names, load_params
-from coronet.predict import Classifier
+from coronet.predict import Classifier, predict_files
 
 
 def main() -> None:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 DISCLAIMER = "CoroNet is research software, not a medical device: do not use its output for diagnosis."
 
@@ -46,74 +43,6 @@ def load_classifier(model: str | None, model_uri: str | None) -> Any:
     return Classifier.load(model or "models/coronet.keras")
 
 
-def _prepare(classifier: Any, path: Path) -> tuple[np.ndarray | None, str]:
-    """(model input, "") or (None, the reason this file cannot be classified)."""
-    from coronet.images import ImageDecodeError
-
-    try:
-        return classifier.prepare(path.read_bytes()), ""
-    except FileNotFoundError:
-        return None, "no such file"
-    except IsADirectoryError:
-        return None, "is a directory"
-    except PermissionError:
-        return None, "permission denied"
-    except ImageDecodeError as exc:
-        return None, str(exc)
-
-
-def predict_files(classifier: Any, files: list[Path], batch_size: int, gradcam_dir: Path | None = None,
-                  gradcam_class: str | None = None) -> list[dict[str, Any]]:
-    """One result row per file, in order; a file that fails gets its reason in ``error``.
-
-    Decoding runs in threads (Pillow releases the GIL) one batch ahead of the model, so at most two
-    batches of inputs are held however many files there are.
-    """
-    from coronet.predict import three_class
-
-    classes = classifier.classes
-    rows: list[dict[str, Any]] = []
-    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-    bar = tqdm(total=len(files), desc="predict", unit="img", disable=len(files) < 2 * batch_size)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        ahead = [pool.submit(_prepare, classifier, p) for p in chunks[0]] if chunks else []
-        for k, chunk in enumerate(chunks):
-            prepared = [future.result() for future in ahead]
-            ahead = [pool.submit(_prepare, classifier, p) for p in chunks[k + 1]] if k + 1 < len(chunks) else []
-            batch_rows = [{"file": str(path), "predicted": "", "error": error}
-                          for path, (_, error) in zip(chunk, prepared, strict=True)]
-            good = [(row, array) for row, (array, _) in zip(batch_rows, prepared, strict=True) if array is not None]
-            if good:
-                probs = classifier.probabilities(np.stack([array for _, array in good]))
-                for (row, array), p in zip(good, probs, strict=True):
-                    row.update({f"p_{c}": round(float(v), 6) for c, v in zip(classes, p, strict=True)})
-                    row["predicted"] = classes[int(np.argmax(p))]
-                    merged = three_class(p, classes)
-                    row.update({f"p3_{name}": round(v, 6) for name, v in merged.items()})
-                    row["predicted_3class"] = max(merged, key=merged.get)
-                    if gradcam_dir is not None:
-                        write_gradcam(classifier, array, Path(row["file"]), gradcam_dir, gradcam_class)
-            rows += batch_rows
-            bar.update(len(chunk))
-    bar.close()
-    return rows
-
-
-def write_gradcam(classifier: Any, array: np.ndarray, source: Path, out_dir: Path, class_name: str | None) -> Path:
-    from PIL import Image
-
-    from coronet.files import atomic_path
-    from coronet.gradcam import gradcam, overlay
-
-    index = classifier.classes.index(class_name) if class_name else None
-    heatmap, _ = gradcam(classifier.model, array, index)
-    picture = overlay(array[..., 0].astype(np.uint8), heatmap)
-    target = out_dir / f"{source.stem}_gradcam.png"
-    with atomic_path(target, suffix=".png") as tmp:
-        Image.fromarray(picture).save(tmp, format="PNG")
-    return target
-
-
 def render(rows: list[dict[str, Any]], fmt: str, classes: list[str]) -> str:
     columns = ["file", "predicted", *[f"p_{c}" for c in classes], "predicted_3class",
                *[f"p3_{c}" for c in ("covid", "normal", "pneumonia")], "error"]
@@ -141,6 +70,8 @@ def predict_command(args: argparse.Namespace) -> int:
         print(f"--gradcam-class must be one of {classifier.classes}", file=sys.stderr)
         return 2
     gradcam_dir = Path(args.gradcam) if args.gradcam else None
+    from coronet.predict import predict_files
+
     rows = predict_files(classifier, files, args.batch_size, gradcam_dir, args.gradcam_class)
     text = render(rows, args.format, classifier.classes)
     if args.output:

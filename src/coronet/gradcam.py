@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,9 @@ def gradcam(model: Any, image: np.ndarray, class_index: int | None = None, layer
     The gradient of the class score with respect to the layer's activations, averaged over space,
     weights each channel; the weighted sum, through ReLU, is the map.
     """
-    import keras
     import tensorflow as tf
 
-    probe = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
+    probe = _probe(model, layer)
     batch = tf.convert_to_tensor(image[np.newaxis], dtype=tf.float32)
     with tf.GradientTape() as tape:
         activations, predictions = probe(batch, training=False)
@@ -34,6 +34,15 @@ def gradcam(model: Any, image: np.ndarray, class_index: int | None = None, layer
     cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))[0].numpy()
     peak = cam.max()
     return (cam / peak if peak > 0 else cam), index
+
+
+@functools.cache
+def _probe(model: Any, layer: str) -> Any:
+    """The model with the layer's activations as a second output, built once per model and layer
+    (``coronet predict --gradcam`` calls Grad-CAM for every image)."""
+    import keras
+
+    return keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
 
 
 def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
