@@ -28,13 +28,14 @@ def main() -> int:
     selection.rejected[:0] = rejected_covid + rejected_kermany
     manifest = selection.manifest()
     write_csv(INTERIM / "manifest.csv", manifest)
-    write_csv(INTERIM / "rejected.csv", selection.rejected_frame())
+    rejected = selection.rejected_frame()
+    write_csv(INTERIM / "rejected.csv", rejected)
     write_csv(INTERIM / "image_stats.csv", selection.stats_frame())
 
     table = pd.crosstab(manifest["label"], manifest["source"]).reindex(classes, fill_value=0)
     print(table.to_string())
-    print(f"{len(manifest)} images chosen; {len(selection.rejected)} records rejected "
-          f"({selection.rejected_frame()['code'].value_counts().to_dict()}), see {INTERIM / 'rejected.csv'}")
+    print(f"{len(manifest)} images chosen; {len(rejected)} records rejected "
+          f"({rejected['code'].value_counts().to_dict()}), see {INTERIM / 'rejected.csv'}")
     for label, (wanted, got) in selection.shortfall.items():
         print(f"note: {label}: {wanted} wanted, only {got} usable images exist; took all of them")
     return 0

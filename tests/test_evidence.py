@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from coronet.calibration import brier_score, expected_calibration_error, reliability_bins
-from coronet.confounds import KERMANY_AGES, age_band, breakdown, leakage, source_probe
+from coronet.confounds import KERMANY_AGES, age_band, breakdown, source_probe
 from coronet.intervals import bootstrap, wilson
+from coronet.split import leakage_counts
 
 CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
 
@@ -93,4 +94,4 @@ def test_probe_detects_a_planted_source_and_not_an_absent_one():
 def test_leakage_counts():
     frame = pd.DataFrame({"split": ["train", "test", "test"], "patient_id": ["p1", "p1", "p2"],
                           "sha256": ["a", "b", "a"]})
-    assert leakage(frame) == {"patients_shared": 1, "images_shared": 1}
+    assert leakage_counts(frame) == {"patients_shared": 1, "images_shared": 1}

@@ -16,8 +16,6 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from coronet.split import shared_between_splits
-
 AGE_BANDS = [(0, 18, "0-17"), (18, 40, "18-39"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 200, "80+")]
 KERMANY_AGES = "1-5 by provenance"  # Kermany cohort; MLflow metric names allow no brackets
 PROBE_WARNING_AUC = 0.9  # at or above this the source is as good as readable from the input
@@ -63,8 +61,3 @@ def source_probe(features: np.ndarray, source: np.ndarray, folds: int, seed: int
     return {"auc": float(roc_auc_score(target, scores)),
             "balanced_accuracy": float(balanced_accuracy_score(target, scores >= 0.5)), "folds": folds}
 
-
-def leakage(frame: pd.DataFrame) -> dict[str, int]:
-    """Patients and identical images (same sha256) found in more than one split (frame: split, ...)."""
-    return {"patients_shared": shared_between_splits(frame, "patient_id"),
-            "images_shared": shared_between_splits(frame, "sha256")}

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from coronet.calibration import brier_score, expected_calibration_error
-from coronet.confounds import age_band, breakdown, leakage, source_probe
+from coronet.confounds import age_band, breakdown, source_probe
 from coronet.intervals import bootstrap, per_class_wilson
 from coronet.metrics import averages, confusion, per_class_scores, roc_auc_per_class
-from coronet.split import SPLITS
+from coronet.split import SPLITS, leakage_counts
 
 
 def _macro_f1(classes: list[str]) -> Callable[[pd.DataFrame], float | None]:
@@ -67,5 +67,5 @@ def collect(
         "confound_probe": {"image_statistics": source_probe(plain, source, folds, seed),
                            "model_features": source_probe(features, source, folds, seed),
                            "images": len(images)},
-        "leakage": leakage(images[images["split"].isin(SPLITS)]),
+        "leakage": leakage_counts(images[images["split"].isin(SPLITS)]),
     }

@@ -48,12 +48,16 @@ def shared_between_splits(frame: pd.DataFrame, column: str) -> int:
     return int((frame.groupby(column)["split"].nunique() > 1).sum())
 
 
+def leakage_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Patients, and identical images (same original or processed bytes), found in more than one split."""
+    hashes = [c for c in ("sha256", "png_sha256") if c in frame.columns]
+    return {"patients_shared": shared_between_splits(frame, "patient_id"),
+            "images_shared": max(shared_between_splits(frame, c) for c in hashes)}
+
+
 def check_leakage(frame: pd.DataFrame, group_by: str) -> dict[str, int]:
     """Counts shared patients and identical images; raises when the split promised none."""
-    counts = {
-        "patients_shared": shared_between_splits(frame, "patient_id"),
-        "images_shared": max(shared_between_splits(frame, "sha256"), shared_between_splits(frame, "png_sha256")),
-    }
+    counts = leakage_counts(frame)
     if counts["images_shared"]:
         raise LeakageError(f"{counts['images_shared']} identical image(s) appear in more than one split")
     if group_by == "patient" and counts["patients_shared"]:
