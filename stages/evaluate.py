@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from coronet import evidence, tracking
 from coronet.calibration import reliability_bins
 from coronet.confounds import PROBE_WARNING_AUC
 from coronet.dataset import load_images, make_dataset
+from coronet.errors import ParamsError, run_stage
 from coronet.files import atomic_path, write_csv, write_json
 from coronet.gradcam import gradcam_panel
 from coronet.metrics import compute_metrics, confusion, metrics_table
@@ -30,11 +30,16 @@ FIGURES = METRICS / "figures"
 
 def main() -> int:
     params = load_params()
-    cfg, classes, seed, tracking_cfg = params["evaluate"], class_names(params), int(params["seed"]), params["tracking"]
+    cfg, tracking_cfg = params["evaluate"], params["tracking"]
+    classes, seed = class_names(params), params.integer("seed")
+    batch = cfg.integer("batch_size", 1)
+    cfg.number("ci_level", 0, 1, inclusive=False)
+    for key, low in (("gradcam_per_class", 0), ("bootstrap_resamples", 1), ("calibration_bins", 1), ("probe_folds", 2)):
+        cfg.integer(key, low)
     classifier = Classifier.load("models/coronet.keras")
     if classifier.classes != classes:
-        raise SystemExit(f"the model's classes {classifier.classes} differ from params classes {classes}")
-    batch = int(cfg["batch_size"])
+        raise ParamsError(f"the model's classes {classifier.classes} differ from params classes {classes}: "
+                          "rerun training (dvc repro)")
     manifest = pd.read_csv("data/interim/manifest.csv", dtype=str, keep_default_na=False)
     images = load_images().merge(manifest[["id", "age"]], on="id", validate="one_to_one")
     is_test = (images["split"] == "test").to_numpy()
@@ -81,34 +86,56 @@ def main() -> int:
         if isinstance(probe, dict) and probe["auc"] >= PROBE_WARNING_AUC:
             print(f"warning: the image source is predictable from {name.replace('_', ' ')} "
                   f"(AUC {probe['auc']:.3f}): the data permit a shortcut; see metrics/model_card.md")
-    if run.get("run_id"):
-        log_to_mlflow(run["run_id"], run.get("model_uri") or f"runs:/{run['run_id']}/model", metrics, tracking_cfg)
-    else:
-        print("warning: the train stage recorded no MLflow run; metrics are in metrics/ only")
+    log_to_mlflow(run, metrics, tracking_cfg)
     return 0
 
 
-def log_to_mlflow(run_id: str, model_uri: str, metrics: dict, tracking_cfg: dict) -> None:
-    """Resumes the train stage's run: test metrics, figures, predictions, model card, registry entry."""
+def log_to_mlflow(run_info: dict, metrics: dict, tracking_cfg: dict) -> None:
+    """Resumes the train stage's run: test metrics, figures, predictions, model card, registry entry.
+
+    Never fails the stage: if that run is gone (another store, deleted) evaluation goes to a new run of
+    the experiment and says so; if the store cannot be reached or is locked, a warning says so and the
+    outputs under metrics/ stand.
+    """
     import mlflow
 
     tracker = tracking.Tracker()
-    if tracker.call("setup", tracking.configure, tracking_cfg["experiment"]) is None:
+    experiment_id = tracker.call("setup", tracking.configure, tracking_cfg["experiment"])
+    if experiment_id is None:
+        print(f"warning: MLflow ({tracking.tracking_uri()}) cannot be reached; the results are in metrics/ only")
         return
-    with mlflow.start_run(run_id=run_id):
+    run_id = run_info.get("run_id")
+    model_uri = run_info.get("model_uri") or (f"runs:/{run_id}/model" if run_id else None)
+    run = tracker.call("resume run", mlflow.start_run, run_id=run_id) if run_id else None
+    if run is None:
+        run = tracker.call("start run", mlflow.start_run, experiment_id=experiment_id, run_name="evaluate")
+        if run is None:
+            print("warning: no MLflow run could be opened; the results are in metrics/ only")
+            return
+        print(f"warning: the train stage's MLflow run {run_id or '(none recorded)'} cannot be resumed; evaluation "
+              f"logged to the new run {run.info.run_id}, without a registered model")
+        model_uri = None
+    try:
         numbers = {re.sub(r"[^\w\-. :/]", "_", f"test.{k}"): v for k, v in flatten(metrics).items()
                    if isinstance(v, int | float) and not isinstance(v, bool)}  # MLflow's allowed name characters
         tracker.call("log metrics", mlflow.log_metrics, numbers)
         for path in (METRICS / "metrics.json", METRICS / "predictions.csv", METRICS / "model_card.md"):
             tracker.call("log artifact", mlflow.log_artifact, str(path))
         tracker.call("log figures", mlflow.log_artifacts, str(FIGURES), "figures")
-        version = tracker.call("register model", mlflow.register_model, model_uri, tracking_cfg["registered_model"])
-        if version is not None:
-            client = mlflow.MlflowClient()
-            tracker.call("set alias", client.set_registered_model_alias, tracking_cfg["registered_model"],
-                         "candidate", version.version)
-            print(f"registered {tracking_cfg['registered_model']} version {version.version} as @candidate")
+        if model_uri:
+            register(tracker, model_uri, tracking_cfg["registered_model"])
+    finally:
+        tracker.call("end run", mlflow.end_run)
+
+
+def register(tracker: tracking.Tracker, model_uri: str, name: str) -> None:
+    import mlflow
+
+    version = tracker.call("register model", mlflow.register_model, model_uri, name)
+    if version is not None:
+        tracker.call("set alias", mlflow.MlflowClient().set_registered_model_alias, name, "candidate", version.version)
+        print(f"registered {name} version {version.version} as @candidate")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

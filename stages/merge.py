@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from coronet.errors import DataError, ParamsError, run_stage
 from coronet.files import write_csv
 from coronet.manifest import select
 from coronet.params import class_names, load_params
@@ -19,27 +19,43 @@ INTERIM = Path("data/interim")
 
 def main() -> int:
     params = load_params()
-    cfg, classes, seed = params["merge"], class_names(params), int(params["seed"])
+    cfg, classes, seed = params["merge"], class_names(params), params.integer("seed")
+    counts = {label: cfg["counts"].integer(label, low=0) for label in classes}
+    max_distance = cfg.integer("near_duplicate_max_distance", low=0)
+    if not isinstance(cfg["views"], list) or not cfg["views"]:
+        raise ParamsError(f"params.yaml: merge.views must be a list of views such as [PA, AP], got {cfg['views']!r}")
     archives = {name: RAW / name / rec["file"]
                 for name, rec in json.loads((RAW / "sources.json").read_text())["archives"].items()}
-    pool_covid, rejected_covid = covid.candidates(archives["covid"], cfg["views"], cfg["covid_finding"])
+    pool_covid, rejected_covid = covid.candidates(archives["covid"], cfg["views"], cfg.text("covid_finding"))
     pool_kermany, rejected_kermany = kermany.candidates(archives["kermany"])
-    selection = select(pool_covid + pool_kermany, cfg["counts"], classes, seed)
+    selection = select(pool_covid + pool_kermany, counts, classes, seed)
     selection.rejected[:0] = rejected_covid + rejected_kermany
+    rejected = selection.rejected_frame()
+    write_csv(INTERIM / "rejected.csv", rejected)  # written first: it explains a failure below
+    if missing := selection.missing_classes(classes):
+        raise DataError(f"no usable image for class {'; '.join(missing)}; every record turned down is listed with "
+                        f"its reason in {INTERIM / 'rejected.csv'}. Check the archives (download) and merge.views / "
+                        "merge.covid_finding.")
+    selection.group_near_duplicates(max_distance)
     manifest = selection.manifest()
     write_csv(INTERIM / "manifest.csv", manifest)
-    rejected = selection.rejected_frame()
-    write_csv(INTERIM / "rejected.csv", rejected)
+    write_csv(INTERIM / "near_duplicates.csv", selection.near_duplicates)
     write_csv(INTERIM / "image_stats.csv", selection.stats_frame())
 
     table = pd.crosstab(manifest["label"], manifest["source"]).reindex(classes, fill_value=0)
     print(table.to_string())
     print(f"{len(manifest)} images chosen; {len(rejected)} records rejected "
           f"({rejected['code'].value_counts().to_dict()}), see {INTERIM / 'rejected.csv'}")
+    pairs = selection.near_duplicates
+    if len(pairs):
+        across = int((pairs["label_a"] != pairs["label_b"]).sum())
+        print(f"{len(pairs)} near-duplicate pair(s) (perceptual hash within {max_distance} bits), kept together by the "
+              f"split; see {INTERIM / 'near_duplicates.csv'}" + (f"; {across} pair(s) carry different labels" if across
+                                                                  else ""))
     for label, (wanted, got) in selection.shortfall.items():
         print(f"note: {label}: {wanted} wanted, only {got} usable images exist; took all of them")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from coronet.errors import run_stage
 from coronet.files import atomic_dir, write_csv
+from coronet.images import RESIZE_MODES
 from coronet.params import load_params
 from coronet.resize import resize_all
 
 PROCESSED = Path("data/processed")
-INDEX_COLUMNS = ["id", "label", "source", "patient_id", "sha256", "png_sha256", "path"]
+INDEX_COLUMNS = ["id", "label", "source", "patient_id", "sha256", "pixel_sha256", "near_duplicate_group",
+                 "png_sha256", "path"]
 
 
 def main() -> int:
     cfg = load_params()["resize"]
+    size, mode, workers = cfg.integer("size", low=8), cfg.choice("mode", RESIZE_MODES), cfg.integer("workers", low=0)
     manifest = pd.read_csv("data/interim/manifest.csv", dtype=str, keep_default_na=False)
     with atomic_dir(PROCESSED / "images") as tmp:
-        written = resize_all(manifest, tmp, int(cfg["size"]), cfg["mode"], int(cfg["workers"]))
+        written = resize_all(manifest, tmp, size, mode, workers)
     index = manifest.merge(written, on="id", validate="one_to_one")
     index["path"] = [str(PROCESSED / "images" / f"{i}.png") for i in index["id"]]
     write_csv(PROCESSED / "images.csv", index[INDEX_COLUMNS])
-    print(f"{len(index)} images written to {PROCESSED / 'images'} at {cfg['size']} px ({cfg['mode']})")
+    print(f"{len(index)} images written to {PROCESSED / 'images'} at {size} px ({mode})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

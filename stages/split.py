@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from coronet.errors import DataError, run_stage
 from coronet.files import write_csv, write_json
 from coronet.params import class_names, load_params
-from coronet.split import assign_splits, check_leakage, split_summary
+from coronet.split import GROUP_BY, assign_splits, check_leakage, split_summary
 
 
 def main() -> int:
     params = load_params()
-    cfg, classes, seed = params["split"], class_names(params), int(params["seed"])
+    cfg, classes, seed = params["split"], class_names(params), params.integer("seed")
+    group_by = cfg.choice("group_by", GROUP_BY)
+    test_size = cfg.number("test_size", 0, 1, inclusive=False)
+    val_size = cfg.number("val_size", 0, 1, inclusive=False)
     index = pd.read_csv("data/processed/images.csv", dtype=str, keep_default_na=False)
     rejected = pd.read_csv("data/interim/rejected.csv", dtype=str, keep_default_na=False)
-    splits = assign_splits(index, float(cfg["test_size"]), float(cfg["val_size"]), cfg["group_by"], seed)
+    near = pd.read_csv("data/interim/near_duplicates.csv", dtype=str, keep_default_na=False)
+    if absent := [c for c in classes if c not in set(index["label"])]:
+        raise DataError(f"data/processed/images.csv has no image of class {absent}: rerun merge (dvc repro)")
+    splits = assign_splits(index, test_size, val_size, group_by, seed)
     frame = index.merge(splits, on="id", validate="one_to_one")
-    leakage = check_leakage(frame, cfg["group_by"])  # raises before anything is written
+    leakage = check_leakage(frame, group_by)  # raises before anything is written
     write_csv(Path("data/processed/splits.csv"), splits)
     data = {
         "images": split_summary(frame, classes),
@@ -27,16 +33,17 @@ def main() -> int:
         "sources": {k: int(v) for k, v in frame["source"].value_counts().sort_index().items()},
         "rejected": {"total": len(rejected),
                      **{k: int(v) for k, v in rejected["code"].value_counts().sort_index().items()}},
+        "near_duplicates": {"pairs": len(near), "images": len(set(near["id_a"]) | set(near["id_b"]))},
         "leakage": leakage,
     }
     write_json(Path("metrics/data.json"), data)
     table = pd.crosstab(frame["label"], frame["split"]).reindex(index=classes, columns=["train", "val", "test"],
                                                                  fill_value=0)
     print(table.to_string())
-    print(f"group_by={cfg['group_by']}: patients shared between splits {leakage['patients_shared']}, "
-          f"identical images shared {leakage['images_shared']}")
+    print(f"group_by={group_by}: patients shared between splits {leakage['patients_shared']}, identical images "
+          f"shared {leakage['images_shared']}, near-duplicate groups shared {leakage['near_duplicate_groups_shared']}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

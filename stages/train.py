@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from coronet import tracking
 from coronet.dataset import load_split, make_dataset
+from coronet.errors import run_stage
 from coronet.files import atomic_path, sha256_file, write_csv, write_json
 from coronet.model import build_model
 from coronet.params import class_names, flatten, load_params
@@ -17,10 +18,12 @@ from coronet.plots import training_curves
 from coronet.training import (
     HISTORY_COLUMNS,
     Checkpoints,
+    check_params,
     describe_devices,
     epoch_callback,
     fingerprint,
     recalibrate_batchnorm,
+    restore_seed_states,
     set_seeds,
     strategy,
 )
@@ -30,8 +33,10 @@ MODELS = Path("models")
 
 def main() -> int:
     params = load_params()
-    cfg, classes, seed = params["train"], class_names(params), int(params["seed"])
-    resize_cfg, tracking_cfg = params["resize"], params["tracking"]
+    cfg, classes, seed = params["train"], class_names(params), params.integer("seed")
+    resize_cfg, tracking_cfg, serving_cfg = params["resize"], params["tracking"], params["serving"]
+    check_params(cfg)
+    serving_config = {key: serving_cfg.integer(key, 1) for key in ("max_rows", "batch_size")}
     set_seeds(seed)
     import keras
     import mlflow
@@ -41,16 +46,20 @@ def main() -> int:
         keras.mixed_precision.set_global_policy("mixed_float16")
     size, batch = int(cfg["image_size"]), int(cfg["batch_size"])
     train_frame, val_frame = load_split("train"), load_split("val")
-    train_ds = make_dataset(train_frame, classes, size, batch, augment=cfg["augment"], shuffle=True, seed=seed)
     val_ds = make_dataset(val_frame, classes, size, batch)
 
     checkpoints = Checkpoints(MODELS / "checkpoints", fingerprint(
         cfg, classes, seed, sha256_file("data/processed/splits.csv"), sha256_file("data/processed/images.csv")))
     state = checkpoints.load_state() if cfg["checkpoint"] else None
+    first_epoch, epochs = (state["epoch"] if state else 0), int(cfg["epochs"])
+    # Every epoch's order and augmentation depend on (seed, epoch) alone: a resumed run continues both streams.
+    train_ds = make_dataset(train_frame, classes, size, batch, augment=cfg["augment"], shuffle=True, seed=seed,
+                            first_epoch=first_epoch, epochs=epochs)
     with strategy().scope():
         if state:
             print(f"resuming from the checkpoint of epoch {state['epoch']}")
             model = keras.models.load_model(checkpoints.directory / state["model"], safe_mode=True)
+            restore_seed_states(model, state["seed_states"])
         else:
             model = build_model(classes, size, cfg["weights"], float(cfg["dropout"]), int(cfg["dense_units"]),
                                 cfg["bn_momentum"])
@@ -83,8 +92,10 @@ def main() -> int:
         if cfg["checkpoint"]:
             checkpoints.save(model, epoch, history, run_id)
 
-    model.fit(train_ds, validation_data=val_ds, epochs=int(cfg["epochs"]), initial_epoch=state["epoch"] if state else 0,
-              callbacks=[epoch_callback(on_epoch_end)], verbose=2, shuffle=False)  # train_ds shuffles itself
+    if first_epoch < epochs:  # train_ds holds epochs first_epoch..epochs-1 back to back; it shuffles itself
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=first_epoch, verbose=2,
+                  steps_per_epoch=math.ceil(len(train_frame) / batch), callbacks=[epoch_callback(on_epoch_end)],
+                  shuffle=False)
 
     if cfg["recalibrate_bn"]:
         before = model.evaluate(val_ds, return_dict=True, verbose=0)
@@ -116,7 +127,7 @@ def main() -> int:
         tracker.call("log artifacts", mlflow.log_artifact, str(MODELS / "training_curves.png"), "figures")
         tracker.call("log artifacts", mlflow.log_artifact, str(MODELS / "history.csv"))
         write_json(MODELS / "run.json", meta)
-        logged = tracker.call("log model", log_pyfunc, MODELS / "coronet.keras", MODELS / "run.json")
+        logged = tracker.call("log model", log_pyfunc, MODELS / "coronet.keras", MODELS / "run.json", serving_config)
         meta["model_uri"] = logged.model_uri if logged else None
         tracker.call("end run", mlflow.end_run)
     meta["tracking_errors"] = tracker.errors
@@ -127,4 +138,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,14 +26,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class FileServer:
-    """Serves ``files`` (path -> bytes) with HTTP Range support and scripted faults per path:
-    ``fail[path] = n`` answers 500 n times; ``drop[path] = k`` cuts the first full response after k bytes."""
+    """Serves ``files`` (path -> bytes) like a real static server: a strong ETag per file, HTTP Range
+    honoured only when If-Range still matches. Scripted faults per path:
+    ``fail[path] = n`` answers 500 n times; ``answers[path] = [(status, headers), ...]`` answers those first
+    (e.g. 429 with Retry-After); ``drop[path] = k`` cuts the first full response after k bytes;
+    ``trickle[path] = (k, pause_s, count)`` sends the first full response k bytes at a time with a pause
+    (``count`` pieces, then hangs up); ``gzip`` paths are sent gzip-encoded whatever the client asked;
+    ``validators = False`` sends neither ETag nor Last-Modified. If-None-Match with the current ETag is
+    answered 304 Not Modified."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.fail: dict[str, int] = {}
+        self.answers: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self.drop: dict[str, int] = {}
+        self.trickle: dict[str, tuple[int, float, int]] = {}
+        self.gzip: set[str] = set()
+        self.validators = True
         self.requests: list[tuple[str, str | None]] = []
+        self.if_range: list[str | None] = []
+        self.not_modified: list[str] = []  # paths answered 304 Not Modified
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +55,15 @@ class FileServer:
             def do_GET(self) -> None:
                 path = self.path
                 server.requests.append((path, self.headers.get("Range")))
+                server.if_range.append(self.headers.get("If-Range"))
+                if server.answers.get(path):
+                    status, headers = server.answers[path].pop(0)
+                    self.send_response(status)
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if server.fail.get(path, 0) > 0:
                     server.fail[path] -= 1
                     self.send_error(500, "scripted failure")
@@ -48,20 +72,41 @@ class FileServer:
                     self.send_error(404)
                     return
                 data = server.files[path]
+                etag = '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
+                if server.validators and self.headers.get("If-None-Match") == etag:
+                    server.not_modified.append(path)
+                    self.send_response(304)
+                    self.end_headers()
+                    return
                 start = 0
-                if self.headers.get("Range"):
-                    start = int(self.headers["Range"].split("=")[1].split("-")[0])
+                wanted = self.headers.get("Range")
+                if wanted and path not in server.gzip and self.headers.get("If-Range") in (None, etag):
+                    start = int(wanted.split("=")[1].split("-")[0])
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
                     self.send_response(200)
                 body = data[start:]
+                if path in server.gzip:
+                    body = gzip.compress(body)
+                    self.send_header("Content-Encoding", "gzip")
+                if server.validators:
+                    self.send_header("ETag", etag)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 cut = server.drop.pop(path, None) if start == 0 else None
                 if cut is not None:
                     self.wfile.write(body[:cut])
                     self.wfile.flush()
+                    self.close_connection = True
+                    return
+                slow = server.trickle.pop(path, None) if start == 0 else None
+                if slow is not None:
+                    piece, pause, count = slow
+                    for k in range(count):
+                        self.wfile.write(body[k * piece : (k + 1) * piece])
+                        self.wfile.flush()
+                        time.sleep(pause)
                     self.close_connection = True
                     return
                 self.wfile.write(body)
@@ -72,6 +117,23 @@ class FileServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory):
+    """An untrained CoroNet at 71 px with the train stage's run.json beside it."""
+    import keras
+
+    from coronet.files import write_json
+    from coronet.model import build_model
+
+    keras.utils.set_random_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    build_model(["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"], 71, "none").save(folder / "coronet.keras")
+    write_json(folder / "run.json", {"run_id": None, "model": {
+        "classes": ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"], "image_size": 71, "weights": "none",
+        "resize": {"size": 96, "mode": "stretch"}}})
+    return folder / "coronet.keras"
 
 
 @pytest.fixture

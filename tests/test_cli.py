@@ -13,25 +13,9 @@ from PIL import Image
 
 from conftest import VENV_BIN
 from coronet.cli import DISCLAIMER, main
-from coronet.files import write_json
 from test_dicom import RAMP, make_dicom
 
 CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """An untrained CoroNet at 71 px with the train stage's run.json beside it."""
-    import keras
-
-    from coronet.model import build_model
-
-    keras.utils.set_random_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    build_model(CLASSES, 71, "none").save(folder / "coronet.keras")
-    write_json(folder / "run.json", {"run_id": None, "model": {
-        "classes": CLASSES, "image_size": 71, "weights": "none", "resize": {"size": 96, "mode": "stretch"}}})
-    return folder / "coronet.keras"
 
 
 def image_bytes(fmt: str, mode: str = "L", seed: int = 0) -> bytes:
@@ -81,7 +65,7 @@ def test_bad_files_are_reported_and_do_not_stop_the_good(capsys, model_path, ima
     assert code == 1 and "4 of 8 file(s) failed" in err
     frame = pd.read_csv(io.StringIO(out), keep_default_na=False).set_index("file")
     assert frame.loc[str(images / "empty.png"), "error"] == "empty file (0 bytes)"
-    assert frame.loc[str(images / "notes.jpg"), "error"] == "not a recognised image format"
+    assert frame.loc[str(images / "notes.jpg"), "error"].startswith("not a recognised image format")
     assert "truncated" in frame.loc[str(images / "cut.jpg"), "error"]
     assert frame.loc[str(missing), "error"] == "no such file"
     good = frame[frame["error"] == ""]

@@ -27,7 +27,7 @@ def sha(data: bytes) -> str:
 
 def get(server, tmp_path, name="/a.zip", **kwargs):
     kwargs.setdefault("backoff_s", 0.01)
-    return fetch(server.url + name, tmp_path / "out" / "a.zip", partial_dir=tmp_path / "partial", **kwargs)
+    return fetch(server.url + name, tmp_path / "out" / "a.zip", cache_dir=tmp_path / "partial", **kwargs)
 
 
 def test_dropped_connection_resumes_with_range(file_server, tmp_path):
@@ -38,7 +38,7 @@ def test_dropped_connection_resumes_with_range(file_server, tmp_path):
     (first, no_range), (second, resume) = file_server.requests
     assert first == second == "/a.zip" and no_range is None
     assert 0 < int(resume.removeprefix("bytes=").rstrip("-")) <= 300_000  # continued, not restarted
-    assert not list((tmp_path / "partial").iterdir())
+    assert not list((tmp_path / "partial").glob("*.part"))  # only the verified archive stays in the cache
 
 
 def test_server_errors_are_retried(file_server, tmp_path):
@@ -62,7 +62,7 @@ def test_checksum_mismatch_keeps_nothing(file_server, tmp_path):
     with pytest.raises(ChecksumError, match="sha256 mismatch"):
         get(file_server, tmp_path, sha256=sha(b"something else"))
     assert not (tmp_path / "out" / "a.zip").exists()
-    assert not list((tmp_path / "partial").iterdir())
+    assert not list((tmp_path / "partial").glob("*.part"))  # only the verified archive stays in the cache
 
 
 def test_missing_file_is_not_retried(file_server, tmp_path):
@@ -77,7 +77,7 @@ def test_unreachable_host_names_url_and_alternatives(tmp_path):
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/a.zip"
     with pytest.raises(DownloadError) as info:
-        fetch(url, tmp_path / "a.zip", partial_dir=tmp_path / "p", retries=1, backoff_s=0.01, timeout_s=2)
+        fetch(url, tmp_path / "a.zip", cache_dir=tmp_path / "p", retries=1, backoff_s=0.01, timeout_s=2)
     message = str(info.value)
     assert url in message and "download.mirror" in message and "synthetic" in message
     assert not (tmp_path / "a.zip").exists()
@@ -89,7 +89,7 @@ def test_file_url_and_mirror(tmp_path):
     source.write_bytes(PAYLOAD)
     url = resolve_url("https://upstream.invalid/file_downloaded", "ChestXRay2017.zip", source.parent.as_uri())
     assert url == source.as_uri()
-    fetched = fetch(url, tmp_path / "raw" / "k.zip", partial_dir=tmp_path / "p", sha256=sha(PAYLOAD))
+    fetched = fetch(url, tmp_path / "raw" / "k.zip", cache_dir=tmp_path / "p", sha256=sha(PAYLOAD))
     assert fetched.path.read_bytes() == PAYLOAD
     assert resolve_url("https://x/y", "f.zip", "") == "https://x/y"
 

@@ -51,7 +51,7 @@ def test_data_outputs_are_consistent(pipeline):
     rejected = pd.read_csv(project / "data/interim/rejected.csv")
     assert {"finding", "view", "modality", "missing_file", "undecodable", "duplicate"} <= set(rejected["code"])
     data = json.loads((project / "metrics/data.json").read_text())
-    assert data["leakage"] == {"patients_shared": 0, "images_shared": 0}
+    assert data["leakage"] == {"patients_shared": 0, "images_shared": 0, "near_duplicate_groups_shared": 0}
     assert sum(data["images"][s]["total"] for s in ("train", "val", "test")) == data["total"] == 48
     splits = pd.read_csv(project / "data/processed/splits.csv").merge(manifest, on="id")
     assert (splits.groupby("patient_id")["split"].nunique() == 1).all()
@@ -80,7 +80,7 @@ def test_metrics_json_shape(pipeline):
     assert "1-5 by provenance" in metrics["by_age_band"]
     probe = metrics["confound_probe"]
     assert probe["images"] == 48 and 0 <= probe["image_statistics"]["auc"] <= 1
-    assert metrics["leakage"] == {"patients_shared": 0, "images_shared": 0}
+    assert metrics["leakage"] == {"patients_shared": 0, "images_shared": 0, "near_duplicate_groups_shared": 0}
 
 
 def test_model_card_renders_every_section(pipeline):
@@ -175,6 +175,18 @@ def test_interrupted_training_resumes(tmp_path):
     assert list(history["epoch"]) == [1, 2, 3]
     assert (project / "models/coronet.keras").is_file() and not state.exists()
 
+    # The same three epochs without interruption give bit-identical weights on CPU: the resumed run
+    # continued the shuffling, augmentation and dropout streams where the killed one stopped.
+    resumed = (project / "models/coronet.keras").rename(tmp_path / "resumed.keras")
+    third = run_tool(project, "python", "stages/train.py", env=env)
+    assert "resuming" not in third.stdout
+    import keras
+
+    a = keras.models.load_model(resumed, safe_mode=True, compile=False)
+    b = keras.models.load_model(project / "models/coronet.keras", safe_mode=True, compile=False)
+    for x, y in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=x.path)
+
 
 def test_real_layout_mirror_gives_a_correct_patient_disjoint_split(tmp_path, file_server):
     covid_zip, kermany_zip = tmp_path / "covid-chestxray-dataset.zip", tmp_path / "ChestXRay2017.zip"
@@ -200,8 +212,12 @@ def test_real_layout_mirror_gives_a_correct_patient_disjoint_split(tmp_path, fil
     splits = pd.read_csv(project / "data/processed/splits.csv").merge(manifest, on="id")
     assert (splits.groupby("patient_id")["split"].nunique() == 1).all()
 
-    # A tampered mirror: the pinned checksum refuses it and no archive is left as an output.
+    # A tampered mirror, met by a fresh checkout (no download cache): the pinned checksum refuses it and no
+    # archive is left as an output. (With the cache, the verified archive is reused without asking the mirror.)
     file_server.files["/mirror/ChestXRay2017.zip"] = kermany_zip.read_bytes()[:-10] + b"0123456789"
+    import shutil
+
+    shutil.rmtree(project / "data/raw/.downloads")
     set_params(project, {"download.synthetic.seed": 1})  # any params change makes download rerun
     failed = run_tool(project, "dvc", "repro", "download", check=False)
     assert failed.returncode != 0 and "sha256 mismatch" in failed.stderr + failed.stdout
@@ -266,3 +282,31 @@ def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys,
         assert got["predicted"] == want["predicted"] and got["error"] == ""
         for c in ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]:
             assert got[f"p_{c}"] == pytest.approx(want[f"p_{c}"], abs=1e-5)
+
+
+def test_evaluate_survives_a_missing_run_and_a_locked_store(pipeline):
+    """Evaluation's outputs stand whatever happened to the MLflow run or store; it says what it did."""
+    import sqlite3
+
+    project, env, _ = pipeline
+    run_json = project / "models/run.json"
+    original = run_json.read_text()
+    try:
+        run_json.write_text(original.replace(json.loads(original)["run_id"], "0" * 32))
+        (project / "metrics/metrics.json").unlink()
+        gone = run_tool(project, "python", "stages/evaluate.py", env=env)
+        assert "cannot be resumed; evaluation logged to the new run" in gone.stdout
+        assert (project / "metrics/metrics.json").is_file()
+
+        (project / "metrics/metrics.json").unlink()
+        lock = sqlite3.connect(env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"), timeout=1)
+        lock.execute("BEGIN EXCLUSIVE")  # another process holds the store
+        try:
+            locked = run_tool(project, "python", "stages/evaluate.py", env=env)
+        finally:
+            lock.rollback()
+            lock.close()
+        assert "cannot be reached; the results are in metrics/ only" in locked.stdout
+        assert (project / "metrics/metrics.json").is_file()
+    finally:
+        run_json.write_text(original)

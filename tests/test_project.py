@@ -10,7 +10,7 @@ import yaml
 from conftest import ROOT
 from coronet.params import class_names, flatten, load_params
 
-STAGE_PARAM_ACCESS = re.compile(r'(?:params|load_params\(\))\["(\w+)"\]')
+STAGE_PARAM_ACCESS = re.compile(r'(?:params|load_params\(\))(?:\["(\w+)"\]|\.\w+\("(\w+)")')
 
 
 def test_params_hold_the_paper():
@@ -29,7 +29,7 @@ def test_params_hold_the_paper():
 
 def sections_read(script: str) -> set[str]:
     text = (ROOT / script).read_text()
-    found = set(STAGE_PARAM_ACCESS.findall(text))
+    found = {a or b for a, b in STAGE_PARAM_ACCESS.findall(text)}
     if "class_names(params)" in text:
         found.add("classes")
     return found

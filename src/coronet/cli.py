@@ -56,18 +56,29 @@ def render(rows: list[dict[str, Any]], fmt: str, classes: list[str]) -> str:
     return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (a usage error, exit 2, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def predict_command(args: argparse.Namespace) -> int:
     files = collect_files(args.paths)
     if not files:
-        print("no files to classify", file=sys.stderr)
+        print("error: no files to classify", file=sys.stderr)
         return 2
     try:
         classifier = load_classifier(args.model, args.model_uri)
     except (OSError, ValueError) as exc:
-        print(f"cannot load the model: {exc}", file=sys.stderr)
+        print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 2
     if args.gradcam_class and args.gradcam_class not in classifier.classes:
-        print(f"--gradcam-class must be one of {classifier.classes}", file=sys.stderr)
+        print(f"error: --gradcam-class must be one of {classifier.classes}", file=sys.stderr)
         return 2
     gradcam_dir = Path(args.gradcam) if args.gradcam else None
     from coronet.predict import predict_files
@@ -77,8 +88,13 @@ def predict_command(args: argparse.Namespace) -> int:
     if args.output:
         from coronet.files import atomic_path
 
-        with atomic_path(args.output) as tmp:
-            tmp.write_text(text + ("" if text.endswith("\n") else "\n"))
+        try:
+            with atomic_path(args.output) as tmp:
+                tmp.write_text(text + ("" if text.endswith("\n") else "\n"))
+        except OSError as exc:
+            print(text)  # the results are not lost
+            print(f"error: cannot write {args.output}: {exc}; the results are printed above", file=sys.stderr)
+            return 2
     else:
         print(text)
     failed = [r for r in rows if r["error"]]
@@ -100,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--output", help="write the results to this file instead of the terminal")
     predict.add_argument("--gradcam", metavar="DIR", help="write a Grad-CAM overlay PNG per image here")
     predict.add_argument("--gradcam-class", help="explain this class instead of the predicted one")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=positive_int, default=32, help="images per model call (default 32)")
     args = parser.parse_args(argv)
     return predict_command(args)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,11 @@ def channel_shift(images: Any, intensity: float, seed: int) -> Any:
     return tf.clip_by_value(images + offset, low, high)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle and augmentation: a function of the run's seed and the epoch alone."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{epoch}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
 def make_dataset(
     frame: pd.DataFrame,
     classes: list[str],
@@ -74,10 +81,16 @@ def make_dataset(
     augment: dict[str, Any] | None = None,
     shuffle: bool = False,
     seed: int = 0,
+    first_epoch: int = 0,
+    epochs: int | None = None,
 ) -> Any:
     """(images, one-hot labels) batches: decoded once, cached, then shuffled/augmented per epoch.
 
     ``augment`` is given only for the training split; validation and test batches are never changed.
+    The result holds the batches of epochs ``first_epoch .. epochs - 1`` one after another (one epoch
+    by default). Each epoch's order and augmentation are drawn from :func:`epoch_seed` alone, with
+    fresh random layers, so a run resumed at epoch k sees exactly the batches an uninterrupted run
+    sees from epoch k on.
     """
     import tensorflow as tf
 
@@ -88,19 +101,29 @@ def make_dataset(
         gray = tf.io.decode_png(tf.io.read_file(path), channels=1)
         return model_input(gray, image_size), tf.one_hot(label, len(classes))
 
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
-    if shuffle:
-        ds = ds.shuffle(max(1, len(frame)), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if augment:
-        augmenter = build_augmenter(augment, seed)
-        counter = tf.data.Dataset.counter()
-        intensity = float(augment.get("channel_shift", 0) or 0)
+    decoded = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    parts = []
+    for epoch in range(first_epoch, first_epoch + 1 if epochs is None else epochs):
+        part, part_seed = decoded, epoch_seed(seed, epoch)
+        if shuffle:
+            part = part.shuffle(max(1, len(frame)), seed=part_seed, reshuffle_each_iteration=False)
+        part = part.batch(batch_size)
+        if augment:
+            part = _augmented(part, augment, part_seed)
+        parts.append(part)
+    return functools.reduce(lambda a, b: a.concatenate(b), parts).prefetch(tf.data.AUTOTUNE)
 
-        def apply(step: Any, batch: tuple[Any, Any]) -> tuple[Any, Any]:
-            images, y = batch
-            images = augmenter(images, training=True)
-            return channel_shift(images, intensity, tf.stack([tf.constant(seed, tf.int64), step])), y
 
-        ds = tf.data.Dataset.zip((counter, ds)).map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+def _augmented(batches: Any, augment: dict[str, Any], seed: int) -> Any:
+    import tensorflow as tf
+
+    augmenter = build_augmenter(augment, seed)
+    intensity = float(augment.get("channel_shift", 0) or 0)
+
+    def apply(step: Any, batch: tuple[Any, Any]) -> tuple[Any, Any]:
+        images, y = batch
+        images = augmenter(images, training=True)
+        return channel_shift(images, intensity, tf.stack([tf.constant(seed, tf.int64), step])), y
+
+    return tf.data.Dataset.zip((tf.data.Dataset.counter(), batches)).map(
+        apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -15,6 +15,25 @@ from typing import Any
 import pandas as pd
 
 
+def current_umask() -> int:
+    """The process umask (Linux: read without changing it; elsewhere set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share_like_open(path: Path, directory: bool = False) -> None:
+    """Gives a file made by mkstemp/mkdtemp (0600/0700) the mode open()/mkdir() would have: 0644/0755
+    under umask 022. Outputs are shared with colleagues and DVC caches; private modes surprise both."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yields a temporary path beside ``target``; renames it onto ``target`` only if the block succeeds.
@@ -28,6 +47,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        share_like_open(tmp_path)
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -42,6 +62,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
+        share_like_open(tmp, directory=True)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

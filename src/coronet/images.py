@@ -16,10 +16,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # Refuse decompression bombs but allow the largest real radiographs (about 4300 x 4300).
 Image.MAX_IMAGE_PIXELS = 60_000_000
 DICOM_MAGIC_OFFSET = 128
+ACCEPTED = ("PNG", "JPEG")  # besides DICOM; anything else is refused with its format named
+RESIZE_MODES = ("stretch", "pad")
 
 
 class ImageDecodeError(ValueError):
     """An input that is not a decodable image, with the reason in the message."""
+
+
+def max_pixels() -> int:
+    """The one pixel limit, for PNG, JPEG and DICOM alike."""
+    return int(Image.MAX_IMAGE_PIXELS)
 
 
 def is_dicom(data: bytes) -> bool:
@@ -30,7 +37,7 @@ def decode_grayscale(data: bytes) -> np.ndarray:
     """Bytes of a PNG, JPEG (any mode) or DICOM file -> 8-bit grayscale array (H, W).
 
     The format is found from the content, never the file name: the COVID collection has PNGs named
-    ``.jpg``. EXIF orientation is applied.
+    ``.jpg``. EXIF orientation is applied. Other formats (TIFF, GIF, BMP, ...) are refused by name.
     """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
@@ -41,24 +48,31 @@ def decode_grayscale(data: bytes) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED)
             image.load()  # decode fully now: a truncated file fails here, not later
+            image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError("not a recognised image format") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning) as exc:
+        raise ImageDecodeError(_unaccepted_format(data)) from exc
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, Image.DecompressionBombError, Warning) as exc:
         raise ImageDecodeError(f"corrupt or truncated image data: {exc}") from exc
-    image = ImageOps.exif_transpose(image)
     return pil_to_grayscale(image)
 
 
+def _unaccepted_format(data: bytes) -> str:
+    """Why bytes are refused: another image format (named) or no image at all."""
+    try:
+        with Image.open(io.BytesIO(data)) as other:  # reads the header only
+            return f"{other.format} images are not accepted: PNG, JPEG or DICOM only"
+    except Exception:  # any failure to identify means: not an image format Pillow knows
+        return "not a recognised image format (PNG, JPEG or DICOM expected)"
+
+
 def pil_to_grayscale(image: Image.Image) -> np.ndarray:
-    """Any PIL mode -> uint8 grayscale, scaling high bit depths rather than clipping them."""
+    """Any PIL mode -> uint8 grayscale. Deeper than 8 bits: scaled by the range the pixels really use,
+    as DICOM is (a 12-bit X-ray in a 16-bit PNG would otherwise come out nearly black)."""
     mode = image.mode
-    if mode in {"I;16", "I;16B", "I;16L", "I;16N"}:
-        return scale_to_uint8(np.asarray(image, dtype=np.uint16), 65535)
-    if mode == "I":
-        arr = np.asarray(image, dtype=np.int64)
-        return scale_to_uint8(arr, 65535 if arr.min() >= 0 and arr.max() <= 65535 else None)
+    if mode in {"I;16", "I;16B", "I;16L", "I;16N", "I"}:
+        return scale_to_uint8(np.asarray(image, dtype=np.int64), None)
     if mode == "F":
         return scale_to_uint8(np.asarray(image, dtype=np.float64), None)
     if mode == "P":
@@ -77,6 +91,8 @@ def pil_to_grayscale(image: Image.Image) -> np.ndarray:
 def scale_to_uint8(arr: np.ndarray, full_scale: float | None) -> np.ndarray:
     """Linear map to 0..255: from 0..full_scale, or from the array's own min..max when None."""
     arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ImageDecodeError("image holds non-finite values (NaN or infinity)")
     low, high = (0.0, float(full_scale)) if full_scale else (float(arr.min()), float(arr.max()))
     if high <= low:
         return np.zeros(arr.shape, dtype=np.uint8)
@@ -90,7 +106,7 @@ def fit_square(gray: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray
         return np.asarray(image.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
     if mode == "pad":
         return np.asarray(ImageOps.pad(image, (size, size), Image.Resampling.LANCZOS, color=0), dtype=np.uint8)
-    raise ValueError(f"resize mode must be 'stretch' or 'pad', got {mode!r}")
+    raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
 
 
 def to_png_bytes(gray: np.ndarray) -> bytes:

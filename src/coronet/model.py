@@ -6,12 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from coronet.errors import UserError
+
 XCEPTION_NOTOP = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
 LAST_CONV = "block14_sepconv2_act"  # Xception's last convolutional activation (Grad-CAM's target)
 PENULTIMATE = "dense"  # the 256-unit layer before the softmax (the confound probe's features)
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError):
     """The requested pretrained weights cannot be loaded; the message says what to do."""
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from coronet.images import ImageDecodeError, decode_grayscale, fit_square, model_input
+from coronet.images import decode_grayscale, fit_square, model_input
 from coronet.metrics import THREE_CLASS
 
 MODEL_META = "run.json"  # written by the train stage beside the model
@@ -59,57 +62,85 @@ def three_class(probabilities: np.ndarray, classes: list[str]) -> dict[str, floa
     return merged
 
 
-def _prepare(classifier: Classifier, path: Path) -> tuple[np.ndarray | None, str]:
-    """(model input, "") or (None, the reason this file cannot be classified)."""
+def prepare_input(classifier: Classifier, load: Callable[[], bytes]) -> tuple[np.ndarray | None, str]:
+    """(model input, "") or (None, the reason this input cannot be classified).
+
+    Any failure while reading or decoding one input (odd DICOM tags, unexpected Pillow errors, memory)
+    is that input's error: the other inputs of a batch are still classified.
+    """
     try:
-        return classifier.prepare(path.read_bytes()), ""
+        return classifier.prepare(load()), ""
     except FileNotFoundError:
         return None, "no such file"
     except IsADirectoryError:
         return None, "is a directory"
     except PermissionError:
         return None, "permission denied"
-    except ImageDecodeError as exc:
+    except ValueError as exc:  # ImageDecodeError, or a serving row that holds no image
         return None, str(exc)
+    except MemoryError:
+        return None, "not enough memory to decode this image"
+    except Exception as exc:  # one bad input never spoils the others
+        return None, f"cannot read this input ({type(exc).__name__}: {exc})"
+
+
+def classify(classifier: Classifier, loaders: list[Callable[[], bytes]], batch_size: int, progress: bool = False
+             ) -> Iterator[tuple[np.ndarray | None, np.ndarray | None, str]]:
+    """(model input, class probabilities, error) for each input, in order, predicted in batches.
+
+    Decoding runs in threads (Pillow releases the GIL) one batch ahead of the model, so at most two
+    batches of inputs are held however many there are.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    chunks = [loaders[i : i + batch_size] for i in range(0, len(loaders), batch_size)]
+    bar = tqdm(total=len(loaders), desc="predict", unit="img", disable=not progress)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        ahead = [pool.submit(prepare_input, classifier, load) for load in chunks[0]] if chunks else []
+        for k in range(len(chunks)):
+            prepared = [future.result() for future in ahead]
+            ahead = [pool.submit(prepare_input, classifier, load) for load in chunks[k + 1]] if k + 1 < len(chunks) \
+                else []
+            good = [array for array, _ in prepared if array is not None]
+            probs = iter(classifier.probabilities(np.stack(good)) if good else [])
+            for array, error in prepared:
+                yield array, (next(probs) if array is not None else None), error
+            bar.update(len(prepared))
+    bar.close()
 
 
 def predict_files(classifier: Classifier, files: list[Path], batch_size: int, gradcam_dir: Path | None = None,
                   gradcam_class: str | None = None) -> list[dict[str, Any]]:
-    """One result row per file, in order; a file that fails gets its reason in ``error``.
-
-    Decoding runs in threads (Pillow releases the GIL) one batch ahead of the model, so at most two
-    batches of inputs are held however many files there are.
-    """
+    """One result row per file, in order; a file that fails gets its reason in ``error``."""
     classes = classifier.classes
+    names = gradcam_names(files)
     rows: list[dict[str, Any]] = []
-    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-    bar = tqdm(total=len(files), desc="predict", unit="img", disable=len(files) < 2 * batch_size)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        ahead = [pool.submit(_prepare, classifier, p) for p in chunks[0]] if chunks else []
-        for k, chunk in enumerate(chunks):
-            prepared = [future.result() for future in ahead]
-            ahead = [pool.submit(_prepare, classifier, p) for p in chunks[k + 1]] if k + 1 < len(chunks) else []
-            batch_rows = [{"file": str(path), "predicted": "", "error": error}
-                          for path, (_, error) in zip(chunk, prepared, strict=True)]
-            good = [(row, array) for row, (array, _) in zip(batch_rows, prepared, strict=True) if array is not None]
-            if good:
-                probs = classifier.probabilities(np.stack([array for _, array in good]))
-                for (row, array), p in zip(good, probs, strict=True):
-                    row.update({f"p_{c}": round(float(v), 6) for c, v in zip(classes, p, strict=True)})
-                    row["predicted"] = classes[int(np.argmax(p))]
-                    merged = three_class(p, classes)
-                    row.update({f"p3_{name}": round(v, 6) for name, v in merged.items()})
-                    row["predicted_3class"] = max(merged, key=merged.get)
-                    if gradcam_dir is not None:
-                        write_gradcam(classifier, array, Path(row["file"]), gradcam_dir, gradcam_class)
-            rows += batch_rows
-            bar.update(len(chunk))
-    bar.close()
+    loaders = [path.read_bytes for path in files]
+    results = classify(classifier, loaders, batch_size, progress=len(files) >= 2 * batch_size)
+    for path, (array, p, error) in zip(files, results, strict=True):
+        row: dict[str, Any] = {"file": str(path), "predicted": "", "error": error}
+        if p is not None:
+            row.update({f"p_{c}": round(float(v), 6) for c, v in zip(classes, p, strict=True)})
+            row["predicted"] = classes[int(np.argmax(p))]
+            merged = three_class(p, classes)
+            row.update({f"p3_{name}": round(v, 6) for name, v in merged.items()})
+            row["predicted_3class"] = max(merged, key=merged.get)
+            if gradcam_dir is not None:
+                write_gradcam(classifier, array, gradcam_dir / names[path], gradcam_class)
+        rows.append(row)
     return rows
 
 
-def write_gradcam(classifier: Classifier, array: np.ndarray, source: Path, out_dir: Path,
-                  class_name: str | None) -> Path:
+def gradcam_names(files: list[Path]) -> dict[Path, str]:
+    """``<stem>_gradcam.png`` per input; inputs sharing a stem (``a/scan.png``, ``b/scan.png``, ``scan.dcm``)
+    get a short digest of their full path too, so no overlay overwrites another."""
+    stems = Counter(path.stem for path in set(files))
+    return {path: f"{path.stem}_gradcam.png" if stems[path.stem] == 1 else
+            f"{path.stem}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}_gradcam.png"
+            for path in files}
+
+
+def write_gradcam(classifier: Classifier, array: np.ndarray, target: Path, class_name: str | None) -> Path:
     from PIL import Image
 
     from coronet.files import atomic_path
@@ -118,7 +149,6 @@ def write_gradcam(classifier: Classifier, array: np.ndarray, source: Path, out_d
     index = classifier.classes.index(class_name) if class_name else None
     heatmap, _ = gradcam(classifier.model, array, index)
     picture = overlay(array[..., 0].astype(np.uint8), heatmap)
-    target = out_dir / f"{source.stem}_gradcam.png"
     with atomic_path(target, suffix=".png") as tmp:
         Image.fromarray(picture).save(tmp, format="PNG")
     return target

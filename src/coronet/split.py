@@ -1,31 +1,50 @@
-"""Train / val / test assignment: stratified by class and grouped by patient (or by image, as the paper)."""
+"""Train / val / test assignment: stratified by class and grouped, so that no patient (with
+``group_by: patient``), no identical image and no group of near duplicates spans two splits."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold
+
+from coronet.duplicates import connected_groups
+from coronet.errors import DataError
 
 SPLITS = ("train", "val", "test")
+GROUP_BY = ("patient", "none")
+# Columns whose equal values must share a split whatever group_by says: identical originals, identical
+# decoded pixels, identical processed PNGs, and merge's near-duplicate groups.
+IMAGE_KEYS = ("sha256", "pixel_sha256", "png_sha256", "near_duplicate_group")
 
 
 class LeakageError(AssertionError):
-    """A patient or an identical image sits in two splits where the split promised it would not."""
+    """A patient or an identical image sits in two splits where the split promised it would not (a bug)."""
 
 
-def _holdout(frame: pd.DataFrame, share: float, group_by: str, seed: int) -> np.ndarray:
-    """Boolean mask of a held-out part of about ``share`` of ``frame``."""
-    if group_by == "patient":
-        # One fold of k ~ 1/share grouped, stratified folds: the nearest grouped equivalent of share.
-        # scikit-learn needs every class to have k members, so tiny sets get fewer, larger folds.
-        folds = max(2, min(round(1 / share), int(frame["label"].value_counts().min())))
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        _, held = next(splitter.split(frame, frame["label"], groups=frame["patient_id"]))
-    elif group_by == "none":
-        _, held = train_test_split(np.arange(len(frame)), test_size=share, stratify=frame["label"],
-                                   random_state=seed)
-    else:
-        raise ValueError(f"split.group_by must be 'patient' or 'none', got {group_by!r}")
+def split_groups(frame: pd.DataFrame, group_by: str) -> np.ndarray:
+    """The unit the split moves whole: connected images (same patient if grouped by patient, same image,
+    near duplicates), however the links chain."""
+    if group_by not in GROUP_BY:
+        raise ValueError(f"split.group_by must be one of {GROUP_BY}, got {group_by!r}")
+    columns = (["patient_id"] if group_by == "patient" else []) + [c for c in IMAGE_KEYS if c in frame.columns]
+    return connected_groups(frame, columns)
+
+
+def _holdout(frame: pd.DataFrame, groups: np.ndarray, share: float, seed: int, what: str) -> np.ndarray:
+    """Boolean mask of a held-out part of about ``share`` of ``frame``, whole groups only.
+
+    One fold of k ~ 1/share grouped, stratified folds. Every class needs a group in each fold, so a
+    class with few groups gets fewer, larger folds; one with fewer than two groups cannot be split.
+    """
+    groups_per_class = pd.Series(groups).groupby(frame["label"].to_numpy()).nunique()
+    if groups_per_class.min() < 2:
+        thin = ", ".join(f"{label} ({n})" for label, n in groups_per_class.items() if n < 2)
+        raise DataError(f"cannot hold out a {what} split: class {thin} has fewer than 2 independent groups of images "
+                        "(patients, or copies and near duplicates of one image). Add data for it, or remove it from "
+                        "params classes.")
+    folds = max(2, min(round(1 / share), int(groups_per_class.min())))
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    _, held = next(splitter.split(frame, frame["label"], groups=groups))
     mask = np.zeros(len(frame), dtype=bool)
     mask[held] = True
     return mask
@@ -34,12 +53,18 @@ def _holdout(frame: pd.DataFrame, share: float, group_by: str, seed: int) -> np.
 def assign_splits(index: pd.DataFrame, test_size: float, val_size: float, group_by: str, seed: int) -> pd.DataFrame:
     """id, split for every image. Deterministic: rows are ordered by id before anything random."""
     frame = index.sort_values("id", ignore_index=True)
+    groups = split_groups(frame, group_by)
     split = np.full(len(frame), "train", dtype=object)
-    test = _holdout(frame, test_size, group_by, seed)
+    test = _holdout(frame, groups, test_size, seed, "test")
     split[test] = "test"
     rest = np.flatnonzero(~test)
-    val = _holdout(frame.iloc[rest].reset_index(drop=True), val_size, group_by, seed + 1)
+    val = _holdout(frame.iloc[rest].reset_index(drop=True), groups[rest], val_size, seed + 1, "validation")
     split[rest[val]] = "val"
+    for name in ("train", "test"):
+        absent = sorted(set(frame["label"]) - set(frame.loc[split == name, "label"]))
+        if absent:
+            raise DataError(f"the {name} split has no image of class {absent}: too few independent groups of images "
+                            "for a grouped split. Add data for that class, or try another seed.")
     return pd.DataFrame({"id": frame["id"], "split": split})
 
 
@@ -49,10 +74,14 @@ def shared_between_splits(frame: pd.DataFrame, column: str) -> int:
 
 
 def leakage_counts(frame: pd.DataFrame) -> dict[str, int]:
-    """Patients, and identical images (same original or processed bytes), found in more than one split."""
-    hashes = [c for c in ("sha256", "png_sha256") if c in frame.columns]
-    return {"patients_shared": shared_between_splits(frame, "patient_id"),
-            "images_shared": max(shared_between_splits(frame, c) for c in hashes)}
+    """Patients, identical images (same original bytes, decoded pixels or processed bytes), and near-duplicate
+    groups found in more than one split (the last only where merge grouped near duplicates)."""
+    hashes = [c for c in ("sha256", "pixel_sha256", "png_sha256") if c in frame.columns]
+    counts = {"patients_shared": shared_between_splits(frame, "patient_id"),
+              "images_shared": max(shared_between_splits(frame, c) for c in hashes)}
+    if "near_duplicate_group" in frame.columns:
+        counts["near_duplicate_groups_shared"] = shared_between_splits(frame, "near_duplicate_group")
+    return counts
 
 
 def check_leakage(frame: pd.DataFrame, group_by: str) -> dict[str, int]:
@@ -60,6 +89,8 @@ def check_leakage(frame: pd.DataFrame, group_by: str) -> dict[str, int]:
     counts = leakage_counts(frame)
     if counts["images_shared"]:
         raise LeakageError(f"{counts['images_shared']} identical image(s) appear in more than one split")
+    if counts.get("near_duplicate_groups_shared"):
+        raise LeakageError(f"{counts['near_duplicate_groups_shared']} near-duplicate group(s) span two splits")
     if group_by == "patient" and counts["patients_shared"]:
         raise LeakageError(f"{counts['patients_shared']} patient(s) appear in more than one split")
     return counts

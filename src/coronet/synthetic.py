@@ -35,6 +35,12 @@ LICENCES = ["CC BY", "CC BY-NC-SA", "Apache 2.0", ""]
 def draw_xray(rng: np.random.Generator, label: str, size: int) -> np.ndarray:
     """A chest-like 8-bit grayscale phantom with the class's finding."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
+    # Patient positioning and exposure differ from film to film, as in real collections (without this,
+    # distinct phantoms look like near duplicates to a perceptual hash).
+    scale, turn = rng.uniform(0.85, 1.15), np.radians(rng.uniform(-6, 6))
+    dx, dy = xx - 0.5 - rng.uniform(-0.08, 0.08), yy - 0.5 - rng.uniform(-0.08, 0.08)
+    xx = (dx * np.cos(turn) - dy * np.sin(turn)) / scale + 0.5
+    yy = (dx * np.sin(turn) + dy * np.cos(turn)) / scale + 0.5
     image = 35 + 30 * yy
     torso = ((xx - 0.5) / rng.uniform(0.40, 0.46)) ** 2 + ((yy - 0.56) / 0.52) ** 2 < 1
     image += 95 * torso
@@ -69,6 +75,7 @@ def draw_xray(rng: np.random.Generator, label: str, size: int) -> np.ndarray:
         )
         finding += rng.uniform(35, 45) * mesh
     image += finding * lungs
+    image = image * rng.uniform(0.8, 1.2) + rng.uniform(-20, 20)
     image += rng.normal(0, 6, size=image.shape)
     out = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.2))
     return np.asarray(out)

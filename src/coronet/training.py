@@ -1,4 +1,4 @@
-"""Fitting CoroNet: seeds, devices, checkpoint-and-resume, and BatchNorm statistics re-estimation."""
+"""Fitting CoroNet: params checks, seeds, devices, checkpoint-and-resume, and BatchNorm statistics re-estimation."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import hashlib
 import json
 import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from coronet.errors import ParamsError
 from coronet.files import atomic_path, write_json
+from coronet.params import Section
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
 
@@ -47,9 +50,63 @@ def strategy() -> Any:
     return tf.distribute.get_strategy()
 
 
+def check_params(cfg: Section) -> None:
+    """Refuses train params that would fail deep inside Keras, naming the key instead."""
+    cfg.integer("image_size", low=71)  # Xception's smallest input
+    cfg.integer("batch_size", low=1)
+    cfg.integer("epochs", low=1)
+    cfg.integer("dense_units", low=1)
+    cfg.number("learning_rate", 0, inclusive=False)
+    cfg.number("dropout", 0, 1)
+    if cfg["bn_momentum"] is not None:
+        cfg.number("bn_momentum", 0, 1, inclusive=False)
+    for key in ("recalibrate_bn", "mixed_precision", "checkpoint"):
+        cfg.flag(key)
+    augment = cfg["augment"]
+    for key in ("rotation_deg", "shear_deg", "channel_shift"):
+        augment.number(key, 0)
+    for key in ("width_shift", "height_shift", "zoom"):
+        augment.number(key, 0, 1)
+    for key in ("horizontal_flip", "vertical_flip"):
+        augment.flag(key)
+    if not isinstance(cfg["weights"], str | None):
+        raise ParamsError(f"params.yaml: train.weights must be imagenet, none or a path, got {cfg['weights']!r}")
+
+
+def code_digest() -> str:
+    """sha256 over the source of every coronet module loaded so far and of the running script: a code fix
+    changes it, so a checkpoint made by older code is never resumed."""
+    digest = hashlib.sha256()
+    modules = {name: m for name, m in sys.modules.items() if name == "__main__" or name.split(".")[0] == "coronet"}
+    for name in sorted(modules):
+        path = getattr(modules[name], "__file__", None)
+        if path and Path(path).is_file():
+            digest.update(name.encode() + b"\0" + Path(path).read_bytes())
+    return digest.hexdigest()
+
+
 def fingerprint(*parts: Any) -> str:
-    """What a checkpoint belongs to: resuming is only allowed into the same params and data."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    """What a checkpoint belongs to: resuming is only allowed into the same params, data, code and
+    TensorFlow/Keras versions."""
+    import keras
+    import tensorflow as tf
+
+    key = [parts, code_digest(), tf.__version__, keras.__version__]
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def seed_states(model: Any) -> list[list[int]]:
+    """The model's random-number states (Dropout's seed generators). Keras does not restore them when it
+    loads a saved model, so checkpoints carry them: a resumed run draws the dropout masks it would have."""
+    return [[int(x) for x in v.numpy()] for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def restore_seed_states(model: Any, states: list[list[int]]) -> None:
+    variables = [v for v in model.variables if v.path.endswith("seed_generator_state")]
+    if len(variables) != len(states):
+        raise ValueError(f"checkpoint holds {len(states)} random states, the model {len(variables)}")
+    for variable, state in zip(variables, states, strict=True):
+        variable.assign(state)
 
 
 class Checkpoints:
@@ -73,7 +130,7 @@ class Checkpoints:
         with atomic_path(self.directory / name, suffix=".keras") as tmp:
             model.save(tmp)
         write_json(self.state_file, {"fingerprint": self.key, "epoch": epoch, "model": name,
-                                     "history": history, "run_id": run_id})
+                                     "history": history, "run_id": run_id, "seed_states": seed_states(model)})
         for old in self.directory.glob("epoch-*.keras"):  # the state names the newest; older ones go
             if old.name != name:
                 old.unlink()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from coronet.errors import UserError
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -28,14 +30,20 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Rejection:
-    """A record turned down, with a short machine-readable code and a sentence for people."""
+    """A record turned down, with a short machine-readable code and a sentence for people.
+
+    ``label`` is the class the record would have had, where known (so a class left without images can
+    say why); ``duplicate_of`` names the kept image a duplicate repeats.
+    """
 
     source: str
     row: str
     path: str
     code: str
     reason: str
+    label: str = ""
+    duplicate_of: str = ""
 
 
-class MetadataError(ValueError):
+class MetadataError(UserError):
     """A source's metadata cannot be read as that source (missing columns, no metadata file)."""

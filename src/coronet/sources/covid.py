@@ -28,13 +28,18 @@ def read_metadata(data: bytes | str) -> pd.DataFrame:
     Old headers differ (``Patientid``, `` url``), the newest rows end in a trailing comma (an empty
     column) and the oldest have no ``modality`` column: all are read alike here.
     """
-    text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
-    frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    try:
+        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise MetadataError(f"the COVID-19 archive's metadata.csv cannot be read as CSV ({exc}); "
+                            "check download.covid.url or the mirror's copy") from exc
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     frame = frame.loc[:, [c for c in frame.columns if c and not c.startswith("unnamed:")]]
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
-        raise MetadataError(f"metadata.csv lacks column(s) {missing}; it has {list(frame.columns)}")
+        raise MetadataError(f"the COVID-19 archive's metadata.csv lacks column(s) {missing} (it has "
+                            f"{list(frame.columns)}): is download.covid.url an archive of covid-chestxray-dataset?")
     for optional in ("modality", "folder", "age", "sex", "license"):
         if optional not in frame.columns:
             frame[optional] = ""
@@ -64,7 +69,8 @@ def candidates(archive_path: Path, views: list[str], finding: str) -> tuple[list
         line = str(int(index) + 2)  # the CSV line number, header being line 1
 
         def reject(code: str, reason: str, line: str = line, member: str = member) -> None:
-            rejected.append(Rejection(SOURCE, line, member, code, reason))
+            # Rows past the finding test are COVID-19 images the class could have had.
+            rejected.append(Rejection(SOURCE, line, member, code, reason, label="" if code == "finding" else "covid"))
 
         if finding.lower() not in row["finding"].lower():
             reject("finding", f"finding {row['finding']!r} does not contain {finding!r}")

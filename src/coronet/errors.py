@@ -1,0 +1,39 @@
+"""What a user can cause and fix (bad params, data, URLs, files) versus bugs in our code.
+
+Stages and the CLI turn a :class:`UserError` into one ``error: ...`` line and a non-zero exit; any
+other exception is a bug and keeps its traceback. ``CORONET_DEBUG=1`` shows the traceback always.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """A failure the user caused and can fix; the message says what happened and what to do."""
+
+
+class ParamsError(UserError):
+    """A params.yaml value is missing or not of the kind the stage needs."""
+
+
+class DataError(UserError):
+    """The data cannot give what the params ask for (a class with no usable image, too few patients)."""
+
+
+def debug() -> bool:
+    return os.environ.get("CORONET_DEBUG", "").lower() not in {"", "0", "false", "no"}
+
+
+def run_stage(main: Callable[[], int]) -> None:
+    """Runs a stage's ``main`` and exits with its code; a UserError becomes one ``error:`` line, exit 1."""
+    try:
+        code = main()
+    except UserError as exc:
+        if debug():
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code)

@@ -1,0 +1,122 @@
+"""End to end on real X-rays in the real upstream layouts: ../shared/reference/real-mini (skipped when absent).
+
+download (file:// mirror, and over HTTP on 127.0.0.1) -> merge -> resize -> split -> a short train at 71 px
+-> evaluate. The expectations come from the archives themselves (their listings, their published sums)
+and from one pair of images checked by eye, never from the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import zipfile
+
+import pandas as pd
+import pytest
+
+from conftest import REFERENCE, make_project, run_tool
+
+REAL_MINI = REFERENCE / "real-mini"
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not REAL_MINI.is_dir(), reason="../shared/reference/real-mini is absent")]
+CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
+# The same X-ray (an 83-year-old man) uploaded under patients 193 and 195, cropped and contrast-changed
+# differently: found by looking at the two films side by side.
+SAME_FILM = ("2-chest-filmc.jpg", "7-fatal-covid19.jpg")
+
+
+def published_sums() -> dict[str, str]:
+    sums = {}
+    for line in (REAL_MINI / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split()
+        sums[name] = digest
+    return sums
+
+
+def kermany_files_per_class() -> dict[str, int]:
+    """From the zip's listing alone: image files under {train,test}/{NORMAL,PNEUMONIA}, macOS junk aside."""
+    counts = dict.fromkeys(CLASSES[1:], 0)
+    with zipfile.ZipFile(REAL_MINI / "ChestXRay2017.zip") as archive:
+        for name in archive.namelist():
+            if name.startswith("__MACOSX/") or not re.search(r"/(train|test)/(NORMAL|PNEUMONIA)/[^/.][^/]*\.jpe?g$", name):
+                continue
+            kind = "pneumonia_bacterial" if "_bacteria_" in name else "pneumonia_viral" if "_virus_" in name else "normal"
+            counts[kind] += 1
+    return counts
+
+
+def overrides(mirror: str) -> dict[str, object]:
+    sums = published_sums()
+    return {"download.source": "upstream", "download.mirror": mirror,
+            "download.covid.sha256": sums["covid-chestxray-dataset.zip"],
+            "download.kermany.sha256": sums["ChestXRay2017.zip"],
+            "train.image_size": 71, "train.weights": "none", "train.epochs": 2, "train.learning_rate": 0.001,
+            "train.bn_momentum": 0.9, "train.recalibrate_bn": True}
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    project = make_project(root / "repo", overrides(REAL_MINI.as_uri()))
+    started = time.monotonic()
+    result = run_tool(project, "dvc", "repro", env={"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"})
+    print(f"dvc repro on real-mini: {time.monotonic() - started:.0f} s")
+    return project, result
+
+
+def test_real_archives_run_through_every_stage(real_run):
+    project, result = real_run
+    for rel in ["data/interim/manifest.csv", "data/interim/near_duplicates.csv", "data/processed/splits.csv",
+                "models/coronet.keras", "metrics/metrics.json", "metrics/model_card.md"]:
+        assert (project / rel).is_file(), rel
+    sources = json.loads((project / "data/raw/sources.json").read_text())["archives"]
+    sums = published_sums()
+    assert {k: v["sha256"] for k, v in sources.items()} == {
+        "covid": sums["covid-chestxray-dataset.zip"], "kermany": sums["ChestXRay2017.zip"]}
+    metrics = json.loads((project / "metrics/metrics.json").read_text())
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["n_test"] > 0
+    assert "Traceback" not in result.stderr
+
+
+def test_real_manifest_takes_what_exists(real_run):
+    project, _ = real_run
+    manifest = pd.read_csv(project / "data/interim/manifest.csv")
+    counts = manifest.groupby("label").size().to_dict()
+    assert {c: counts[c] for c in CLASSES[1:]} == kermany_files_per_class()
+    assert counts["covid"] > 0 and set(manifest.loc[manifest["label"] == "covid", "source"]) == {"covid"}
+    rejected = pd.read_csv(project / "data/interim/rejected.csv")
+    assert {"finding", "missing_file", "modality", "view"} <= set(rejected["code"])
+
+
+def test_real_split_keeps_patients_and_duplicates_apart(real_run):
+    project, _ = real_run
+    manifest = pd.read_csv(project / "data/interim/manifest.csv")
+    images = pd.read_csv(project / "data/processed/images.csv")
+    frame = images.merge(pd.read_csv(project / "data/processed/splits.csv"), on="id")
+    for column in ("patient_id", "sha256", "pixel_sha256", "png_sha256", "near_duplicate_group"):
+        assert (frame.groupby(column)["split"].nunique() == 1).all(), column
+    for split in ("train", "test"):
+        assert set(frame.loc[frame["split"] == split, "label"]) == set(CLASSES), split
+    by_name = manifest.assign(name=manifest["original_path"].str.rsplit("/", n=1).str[-1]).set_index("name")
+    first, second = (by_name.loc[name] for name in SAME_FILM)
+    assert first["patient_id"] != second["patient_id"]
+    assert first["near_duplicate_group"] == second["near_duplicate_group"]
+    pairs = pd.read_csv(project / "data/interim/near_duplicates.csv")
+    assert {frozenset((a, b)) for a, b in zip(pairs["id_a"], pairs["id_b"], strict=True)} >= {
+        frozenset((first["id"], second["id"]))}
+    data = json.loads((project / "metrics/data.json").read_text())
+    assert data["leakage"] == {"patients_shared": 0, "images_shared": 0, "near_duplicate_groups_shared": 0}
+
+
+def test_real_archives_download_over_http(tmp_path, file_server):
+    for name in published_sums():
+        file_server.files[f"/mirror/{name}"] = (REAL_MINI / name).read_bytes()
+    file_server.drop["/mirror/ChestXRay2017.zip"] = 3_000_000  # and a dropped connection on the way
+    project = make_project(tmp_path / "repo", overrides(f"{file_server.url}/mirror"))
+    run_tool(project, "dvc", "repro", "split")
+    sources = json.loads((project / "data/raw/sources.json").read_text())["archives"]
+    assert sources["kermany"]["url"] == f"{file_server.url}/mirror/ChestXRay2017.zip"
+    assert (project / "data/raw/kermany/ChestXRay2017.zip").read_bytes() == (REAL_MINI / "ChestXRay2017.zip").read_bytes()
+    ranges = [r for p, r in file_server.requests if p.endswith("ChestXRay2017.zip")]
+    assert ranges[0] is None and ranges[1].startswith("bytes=")  # resumed, not restarted
