@@ -11,11 +11,12 @@ from pathlib import Path
 from coronet import synthetic
 from coronet.download import Fetched, check_archive, fetch_archive, resolve_url
 from coronet.errors import run_stage
-from coronet.files import atomic_dir, sha256_file, write_json
+from coronet.files import atomic_dir, repository_root, sha256_file, write_json
 from coronet.params import load_params
 
 RAW = Path("data/raw")
-CACHE = RAW / ".downloads"
+# In the real repository also under `dvc exp run --temp`, whose copy is deleted afterwards.
+CACHE = repository_root() / RAW / ".downloads"
 SOURCES = ("covid", "kermany")
 
 

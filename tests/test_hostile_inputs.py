@@ -166,6 +166,12 @@ def test_bad_params_values_are_one_error_line(tmp_path, key, value, says):
     assert says in user_error(stage(project, name))
 
 
+def test_debug_switch_shows_the_traceback(tmp_path):
+    project = make_project(tmp_path / "repo", {"split.test_size": 2})
+    debug = run_tool(project, "python", "stages/split.py", env={"CORONET_DEBUG": "1"}, check=False)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "ParamsError" in debug.stderr
+
+
 def test_missing_params_key_is_named(tmp_path):
     project = make_project(tmp_path / "repo")
     params = (project / "params.yaml").read_text().replace("  val_size: 0.1", "")

@@ -153,11 +153,12 @@ def fetch(
 ) -> Fetched:
     """Downloads ``url`` to ``dest`` through the download cache.
 
-    A verified earlier download of the same http(s) URL is reused (see :class:`DownloadCache`). Otherwise bytes go to a partial file that a
-    dropped or stalled connection resumes (HTTP Range with If-Range, so only into the same remote file);
-    connection errors, 408, 429 (honouring Retry-After) and 5xx answers are retried with exponential
-    backoff; the partial file survives a failed run for the next one. Once complete and, when ``sha256``
-    is pinned, verified, the file is kept in the cache and linked (or copied) onto ``dest``.
+    A verified earlier download of the same http(s) URL is reused (see :class:`DownloadCache`).
+    Otherwise bytes go to a partial file that a dropped or stalled connection resumes (HTTP Range with
+    If-Range, so only into the same remote file); connection errors, 408, 429 (honouring Retry-After)
+    and 5xx answers are retried with exponential backoff; the partial file survives a failed run for the
+    next one. Once complete and, when ``sha256`` is pinned, verified, the file is kept in the cache and
+    linked (or copied) onto ``dest``.
     """
     dest = Path(dest)
     cache = DownloadCache(cache_dir)

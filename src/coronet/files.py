@@ -15,6 +15,11 @@ from typing import Any
 import pandas as pd
 
 
+def repository_root() -> Path:
+    """The real repository, also under ``dvc exp run --temp`` (which runs in a copy and sets DVC_ROOT)."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
 def current_umask() -> int:
     """The process umask (Linux: read without changing it; elsewhere set and restored at once)."""
     try:

@@ -11,15 +11,11 @@ from typing import Any
 
 import yaml
 
+from coronet.files import repository_root
 from coronet.params import flatten
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
-
-
-def repository_root() -> Path:
-    """The real repository, also under ``dvc exp run --temp`` (which runs in a copy and sets DVC_ROOT)."""
-    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
 def tracking_uri() -> str:
