@@ -16,7 +16,7 @@ import pandas as pd
 
 IMAGE_COLUMN = "image"
 DEFAULT_CONFIG = {"max_rows": 256, "batch_size": 32}  # params.yaml serving overrides both
-REQUIREMENTS = ("tensorflow-cpu", "keras", "mlflow", "numpy", "pandas", "pillow", "pydicom")
+REQUIREMENTS = ("tensorflow-cpu", "keras", "mlflow", "numpy", "pandas", "pillow", "pydicom", "tqdm")
 
 
 class CoronetImageModel(mlflow.pyfunc.PythonModel):
