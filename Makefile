@@ -42,6 +42,7 @@ bench: venv
 	$(BIN)/python benchmarks/resize_parallel.py
 	$(BIN)/python benchmarks/input_pipeline.py
 	$(BIN)/python benchmarks/predict_throughput.py
+	$(BIN)/python benchmarks/stress_cost.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,16 +1,18 @@
 """Stage evaluate: one prediction pass over the test split; every metric from metrics/predictions.csv,
-with the evidence around it (intervals, calibration, breakdowns, confound probe, leakage) and a model card."""
+with the evidence around it (intervals, calibration, breakdowns, confound probe, leakage, stress tests)
+and a model card."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from coronet import evidence, tracking
+from coronet import evidence, stress, tracking
 from coronet.calibration import reliability_bins
 from coronet.confounds import PROBE_WARNING_AUC
 from coronet.dataset import load_images, make_dataset
@@ -21,7 +23,7 @@ from coronet.metrics import compute_metrics, confusion, metrics_table
 from coronet.model import PENULTIMATE
 from coronet.model_card import render
 from coronet.params import class_names, flatten, load_params
-from coronet.plots import confusion_matrix_figure, reliability_figure, roc_figure
+from coronet.plots import confusion_matrix_figure, reliability_figure, roc_figure, stress_figure
 from coronet.predict import Classifier
 
 METRICS = Path("metrics")
@@ -36,6 +38,7 @@ def main() -> int:
     cfg.number("ci_level", 0, 1, inclusive=False)
     for key, low in (("gradcam_per_class", 0), ("bootstrap_resamples", 1), ("calibration_bins", 1), ("probe_folds", 2)):
         cfg.integer(key, low)
+    transforms, warn_flip_rate = stress.check_params(cfg["stress"])
     classifier = Classifier.load("models/coronet.keras")
     if classifier.classes != classes:
         raise ParamsError(f"the model's classes {classifier.classes} differ from params classes {classes}: "
@@ -73,11 +76,21 @@ def main() -> int:
     gradcam_panel(classifier.model, test, predictions, classes, classifier.image_size, int(cfg["gradcam_per_class"]),
                   FIGURES / "gradcam_panel.png")
 
+    # Nuisance transforms of the test images through the loaded model: does the answer follow the frame?
+    started = time.monotonic()
+    stressed = stress.run(classifier, stress.load_images(list(test["path"])), list(test["label"]), transforms, seed,
+                          batch)
+    stressed.update(warn_flip_rate=warn_flip_rate, warnings=stress.warnings(stressed, warn_flip_rate))
+    write_json(METRICS / "stress.json", stressed)
+    stress_figure(stressed, classes, FIGURES / "stress.png")
+    print(f"stress tests: {sum(map(len, transforms.values()))} transformed copies of {len(test)} test images in "
+          f"{time.monotonic() - started:.1f} s")
+
     run = json.loads(Path("models/run.json").read_text())
     _, lineage = tracking.data_lineage()
     licences = manifest["licence"].value_counts().to_dict()
     data = json.loads(Path("metrics/data.json").read_text())
-    card = render(metrics, data, {**lineage, "train": run.get("train", {})}, licences, classes)
+    card = render(metrics, data, {**lineage, "train": run.get("train", {})}, licences, classes, stressed)
     with atomic_path(METRICS / "model_card.md") as tmp:
         tmp.write_text(card, encoding="utf-8")
 
@@ -86,6 +99,8 @@ def main() -> int:
         if isinstance(probe, dict) and probe["auc"] >= PROBE_WARNING_AUC:
             print(f"warning: the image source is predictable from {name.replace('_', ' ')} "
                   f"(AUC {probe['auc']:.3f}): the data permit a shortcut; see metrics/model_card.md")
+    for warning in stressed["warnings"]:
+        print(f"warning: {warning}; see metrics/model_card.md")
     log_to_mlflow(run, metrics, tracking_cfg)
     return 0
 
@@ -119,7 +134,8 @@ def log_to_mlflow(run_info: dict, metrics: dict, tracking_cfg: dict) -> None:
         numbers = {re.sub(r"[^\w\-. :/]", "_", f"test.{k}"): v for k, v in flatten(metrics).items()
                    if isinstance(v, int | float) and not isinstance(v, bool)}  # MLflow's allowed name characters
         tracker.call("log metrics", mlflow.log_metrics, numbers)
-        for path in (METRICS / "metrics.json", METRICS / "predictions.csv", METRICS / "model_card.md"):
+        for path in (METRICS / "metrics.json", METRICS / "predictions.csv", METRICS / "model_card.md",
+                     METRICS / "stress.json"):
             tracker.call("log artifact", mlflow.log_artifact, str(path))
         tracker.call("log figures", mlflow.log_artifacts, str(FIGURES), "figures")
         if model_uri:

@@ -88,12 +88,29 @@ def test_model_card_renders_every_section(pipeline):
     card = (project / "metrics/model_card.md").read_text()
     for heading in ["## Intended use", "## Data", "## Training setup", "## Results on the test split",
                     "## Calibration", "## Breakdowns", "## Confound probe", "## Leakage check",
-                    "## What the model looked at", "## Known limitations"]:
+                    "## Stress tests", "## What the model looked at", "## Known limitations"]:
         assert heading in card, heading
     assert "Not for diagnosis" in card and "89.5%" in card and "Download source of this run: synthetic" in card
     assert "input 71 px" in card and "grouped by patient" in card and "?" not in card.split("## Results")[0]
-    for figure in ("figures/reliability.png", "figures/gradcam_panel.png"):
+    for figure in ("figures/reliability.png", "figures/gradcam_panel.png", "figures/stress.png"):
         assert figure in card and (project / "metrics" / figure).is_file()
+
+
+def test_stress_results_follow_params_and_the_predictions(pipeline):
+    """Every configured transform and strength is in metrics/stress.json; its baseline is the evaluation's."""
+    import yaml
+
+    project, _, _ = pipeline
+    results = json.loads((project / "metrics/stress.json").read_text())
+    configured = yaml.safe_load((project / "params.yaml").read_text())["evaluate"]["stress"]["transforms"]
+    assert {name: sorted(by) for name, by in results["transforms"].items()} == {
+        name: sorted(f"{float(v):g}" for v in values) for name, values in configured.items()}
+    predictions = pd.read_csv(project / "metrics/predictions.csv")
+    assert results["images"] == len(predictions)
+    assert results["baseline"]["accuracy"] == pytest.approx((predictions["label"] == predictions["predicted"]).mean())
+    for by_strength in results["transforms"].values():
+        for stats in by_strength.values():
+            assert 0 <= stats["flip_rate"] <= 1 and set(stats["flip_to"]) == set(stats["recall"])
 
 
 def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
@@ -118,8 +135,8 @@ def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
     assert any(k.startswith("system/") for k in run.data.metrics)  # MLflow system metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert {"figures/confusion_matrix.png", "figures/roc.png", "figures/training_curves.png",
-            "figures/gradcam_panel.png", "figures/reliability.png"} <= artifacts
-    assert "model_card.md" in {a.path for a in client.list_artifacts(run.info.run_id)}
+            "figures/gradcam_panel.png", "figures/reliability.png", "figures/stress.png"} <= artifacts
+    assert {"model_card.md", "stress.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     version = client.get_model_version_by_alias("coronet", "candidate")
     assert version.run_id == run.info.run_id
 

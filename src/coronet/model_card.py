@@ -33,8 +33,36 @@ def probe_sentence(name: str, probe: dict[str, float] | None) -> str:
             f"{probe['balanced_accuracy']:.3f} ({probe['folds']} folds): {verdict}.")
 
 
+def stress_section(stress: dict[str, Any], classes: list[str]) -> str:
+    """The stress tests in plain words, a table, and the warnings."""
+    rows = []
+    for name, by_strength in stress["transforms"].items():
+        for strength, stats in by_strength.items():
+            rows.append([name, strength, _pct(stats["accuracy"]), _pct(stats["flip_rate"]),
+                         *(_pct(stats["flip_to"][c]) for c in classes)])
+    table = _table(["transform", "strength", "accuracy", "predictions changed", *(f"to {c}" for c in classes)], rows)
+    warned = "\n".join(f"- **warning:** {w}." for w in stress["warnings"]) or (
+        f"- No transform changed more than {_pct(stress['warn_flip_rate'])} of the predictions.")
+    return f"""## Stress tests
+Each test image was changed in a way that carries no information about disease: a uniform frame over its
+border (filled with the image's median or black), a central crop scaled back up, a burned-in side marker and
+arrow, JPEG re-compression, loss of resolution, gamma and contrast changes, histogram equalisation, a
+left-right flip. A model that reads the lungs should barely change its answers. Many answers flipping,
+above all towards one class, means the model uses the nuisance as evidence: COVID-19 images in the public
+collection are often framed, annotated figures from papers, the others hospital films, so "frame means
+COVID-19" is a shortcut these data teach. Unchanged test accuracy: {_pct(stress["baseline"]["accuracy"])} on
+{stress["images"]} images. "to c": of the images not predicted c before, the share predicted c after.
+
+{table}
+
+{warned}
+
+![stress tests](figures/stress.png)
+"""
+
+
 def render(metrics: dict[str, Any], data: dict[str, Any], setup: dict[str, Any], licences: dict[str, int],
-           classes: list[str]) -> str:
+           classes: list[str], stress: dict[str, Any] | None = None) -> str:
     ci = metrics["intervals"]
     covid = metrics["per_class"].get("covid", {})
     covid_ci = ci["per_class"].get("covid", {})
@@ -131,8 +159,10 @@ source rather than the disease (DeGrave et al. 2021). It is a warning, not a suc
 
 ## Leakage check
 Patients in more than one split: {leak["patients_shared"]}; identical images in more than one split:
-{leak["images_shared"]}.{"" if group_by == "patient" else IMAGE_LEVEL_NOTE}
+{leak["images_shared"]}; groups of near duplicates in more than one split:
+{leak.get("near_duplicate_groups_shared", "not checked")}.{"" if group_by == "patient" else IMAGE_LEVEL_NOTE}
 
+{stress_section(stress, classes) if stress else ""}
 ## What the model looked at
 Grad-CAM on test images per class, correct and wrong:
 

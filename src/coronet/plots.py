@@ -1,4 +1,4 @@
-"""PNG figures people look at: training curves, confusion matrix, ROC curves."""
+"""PNG figures people look at: training curves, confusion matrix, ROC curves, calibration, stress tests."""
 
 from __future__ import annotations
 
@@ -86,4 +86,26 @@ def reliability_figure(table: pd.DataFrame, path: Path, ece: float) -> None:
     ax.set_ylabel("accuracy")
     ax.set_title(f"Reliability (ECE {ece:.3f}); numbers: images per bin")
     ax.legend(loc="upper left")
+    save_figure(fig, path)
+
+
+def stress_figure(results: dict, classes: list[str], path: Path) -> None:
+    """Flip rates per transform and strength: all changed predictions, and changes towards each class."""
+    rows, values = [], []
+    for name, by_strength in results["transforms"].items():
+        for strength, stats in by_strength.items():
+            rows.append(f"{name} {strength}")
+            values.append([stats["flip_rate"], *(stats["flip_to"][c] if stats["flip_to"][c] is not None else np.nan
+                                                 for c in classes)])
+    columns = ["any change", *(f"to {c}" for c in classes)]
+    matrix = np.array(values, dtype=float).reshape(len(rows), len(columns))
+    fig, ax = plt.subplots(figsize=(1.5 * len(columns) + 3, 0.42 * len(rows) + 1.8))
+    ax.imshow(matrix, cmap="Reds", vmin=0, vmax=1, aspect="auto")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, "n/a" if np.isnan(v) else f"{100 * v:.0f}%", ha="center", va="center",
+                color="white" if v > 0.6 else "black", fontsize=9)
+    ax.set_xticks(range(len(columns)), columns, rotation=20, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_title(f"Stress tests: share of {results['images']} test predictions that change\n"
+                 "(to c: of the images not predicted c before, the share predicted c after)")
     save_figure(fig, path)
