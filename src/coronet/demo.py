@@ -36,9 +36,12 @@ OVERRIDES = {
 }
 
 
-def experiment_metrics(name: str) -> dict:
-    """metrics/metrics.json as committed in the experiment ``name``."""
-    row = next(r for r in dvc.api.exp_show() if r.get("Experiment") == name)
+def experiment_metrics(name: str, baseline: str) -> dict | None:
+    """metrics/metrics.json as committed in the experiment ``name`` of the commit ``baseline`` (named
+    explicitly: HEAD may have moved while the experiment ran)."""
+    row = next((r for r in dvc.api.exp_show(revs=baseline) if r.get("Experiment") == name), None)
+    if row is None:
+        return None
     text = subprocess.run(["git", "show", f"{row['rev']}:metrics/metrics.json"], capture_output=True, text=True,
                           check=True).stdout
     return json.loads(text)
@@ -49,6 +52,7 @@ def main() -> int:
     if inside.returncode != 0:
         print("make demo needs a git checkout with a commit: DVC experiments are built on git.", file=sys.stderr)
         return 2
+    baseline = inside.stdout.strip()
     name = time.strftime("demo-%Y%m%d-%H%M%S")
     command = ["dvc", "exp", "run", "--temp", "-n", name] + [f"-S{k}={v}" for k, v in OVERRIDES.items()]
     print("$ " + " ".join(command), flush=True)
@@ -56,8 +60,12 @@ def main() -> int:
     subprocess.run(command, check=True)
     elapsed = time.monotonic() - started
     classes = class_names(load_params())
-    print(f"\nExperiment {name} finished in {elapsed:.0f} s. Test metrics (synthetic data, 71 px, from scratch):")
-    print(metrics_table(experiment_metrics(name), classes))
+    metrics = experiment_metrics(name, baseline)
+    if metrics is None:
+        print(f"\nExperiment {name} finished in {elapsed:.0f} s; `dvc exp show -A` lists it with its metrics.")
+    else:
+        print(f"\nExperiment {name} finished in {elapsed:.0f} s. Test metrics (synthetic data, 71 px, from scratch):")
+        print(metrics_table(metrics, classes))
     print(f"""
 Next:
   dvc exp show                      compare experiments (params and metrics side by side)
