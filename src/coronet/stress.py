@@ -9,7 +9,9 @@ prediction (:func:`coronet.images.model_input`), in batches, through the already
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,8 +72,6 @@ def jpeg(gray: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndar
     """Re-encoded as JPEG at quality 100 x (1 - strength)."""
     if strength <= 0:
         return gray.copy()
-    import io
-
     buffer = io.BytesIO()
     Image.fromarray(gray).save(buffer, format="JPEG", quality=max(1, round(100 * (1 - strength))))
     return decode_grayscale(buffer.getvalue())
@@ -186,8 +186,8 @@ def check_params(cfg: Section) -> tuple[dict[str, list[float]], float]:
 
 
 def load_images(paths: list[str]) -> list[np.ndarray]:
-    """The processed test images (8-bit grayscale PNGs written by the resize stage)."""
-    return [np.asarray(Image.open(path).convert("L"), dtype=np.uint8) for path in paths]
+    """The processed test images (8-bit grayscale PNGs written by the resize stage), through the one decoder."""
+    return [decode_grayscale(Path(path).read_bytes()) for path in paths]
 
 
 def run(classifier: Any, images: list[np.ndarray], labels: list[str], transforms: dict[str, list[float]],
