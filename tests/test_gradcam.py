@@ -42,3 +42,26 @@ def test_heatmap_of_the_other_class_is_empty():
     image[3:6, 3:6] = 255.0
     heatmap, used = gradcam(bright_square_model(), image, class_index=0, layer="conv")
     assert used == 0 and heatmap.max() == 0  # brightness is evidence against class 0: ReLU leaves nothing
+
+
+def test_saturated_model_still_shows_where_it_looks():
+    """Scaled so the softmax is exactly 1.0 in float32: the probability's gradient vanishes, the class
+    score's does not, and the map still peaks on the square."""
+    import tensorflow as tf
+
+    from coronet.gradcam import gradcam
+
+    model = bright_square_model()
+    kernel, bias = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([kernel * 100, bias])
+    image = np.full((32, 32, 3), 20.0, dtype="float32")
+    image[20:25, 5:10] = 255.0
+    batch = tf.constant(image[np.newaxis])
+    with tf.GradientTape() as tape:
+        tape.watch(batch)
+        probability = model(batch)[:, 1]
+    assert float(probability[0]) == 1.0 and float(tf.reduce_max(tf.abs(tape.gradient(probability, batch)))) == 0.0
+    heatmap, used = gradcam(model, image, layer="conv")
+    peak = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+    assert used == 1 and heatmap.max() == 1.0
+    assert 20 <= peak[0] < 25 and 5 <= peak[1] < 10 and heatmap[0, 31] < 0.2

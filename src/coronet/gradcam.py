@@ -19,30 +19,39 @@ def gradcam(model: Any, image: np.ndarray, class_index: int | None = None, layer
     (the predicted one unless ``class_index`` is given).
 
     The gradient of the class score with respect to the layer's activations, averaged over space,
-    weights each channel; the weighted sum, through ReLU, is the map.
+    weights each channel; the weighted sum, through ReLU, is the map. The class score is the logit
+    before the softmax, as in the paper: once a softmax output saturates (1.0 in float32) its gradient
+    is zero and a map of the probability would be blank.
     """
     import tensorflow as tf
 
-    probe = _probe(model, layer)
+    probe, head = _probe(model, layer)
     batch = tf.convert_to_tensor(image[np.newaxis], dtype=tf.float32)
     with tf.GradientTape() as tape:
-        activations, predictions = probe(batch, training=False)
-        index = int(tf.argmax(predictions[0])) if class_index is None else int(class_index)
-        score = predictions[:, index]
+        activations, features = probe(batch, training=False)
+        logits = tf.matmul(tf.cast(features, tf.float32), tf.cast(head.kernel, tf.float32))
+        if head.use_bias:
+            logits += tf.cast(head.bias, tf.float32)
+        index = int(tf.argmax(logits[0])) if class_index is None else int(class_index)
+        score = logits[:, index]
     grads = tape.gradient(score, activations)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))[0].numpy()
+    weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(activations, tf.float32), axis=-1))[0].numpy()
     peak = cam.max()
     return (cam / peak if peak > 0 else cam), index
 
 
 @functools.cache
-def _probe(model: Any, layer: str) -> Any:
-    """The model with the layer's activations as a second output, built once per model and layer
-    (``coronet predict --gradcam`` calls Grad-CAM for every image)."""
+def _probe(model: Any, layer: str) -> tuple[Any, Any]:
+    """The model cut before its last (Dense softmax) layer, with the layer's activations as a second
+    output, and that last layer, whose kernel and bias turn the features into class scores. Built once
+    per model and layer (``coronet predict --gradcam`` calls Grad-CAM for every image)."""
     import keras
 
-    return keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
+    head = model.layers[-1]
+    if not isinstance(head, keras.layers.Dense):
+        raise TypeError(f"Grad-CAM needs a Dense output layer, the model ends in {type(head).__name__}")
+    return keras.Model(model.inputs, [model.get_layer(layer).output, head.input]), head
 
 
 def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
