@@ -2,26 +2,51 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# Which hashed lock .venv is built from: cpu (default) or gpu; `make venv-gpu` / `make venv-cpu` switch.
+FLAVOUR := $(shell cat .venv-flavour 2>/dev/null || echo cpu)
+LOCK := requirements/$(FLAVOUR).txt
+STAMP := $(VENV)/.installed-$(FLAVOUR)
+LOCK_ARGS := --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --quiet $(LOCK_FLAGS)
 # DVC and MLflow phone home by default; this project never does.
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+export UV_LINK_MODE := copy
 
-.PHONY: venv venv-gpu demo test repro ui lint bench clean-venv
+.PHONY: venv venv-gpu venv-cpu lock demo test repro ui lint bench clean-venv
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock
+# A fresh venv whenever the lock changes: one lock installed over another leaves packages behind, and
+# tensorflow-cpu and tensorflow own the same files. uv (itself hash-pinned) installs every package with
+# its hash checked; its cache makes a rebuild quick.
+$(STAMP): pyproject.toml $(LOCK) requirements/uv.txt
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/uv.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r $(LOCK)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
+	touch $@
 
-# GPU machines: the same pins, with the CUDA build of TensorFlow instead of tensorflow-cpu.
-venv-gpu: venv
-	$(BIN)/python -m pip install --quiet -c requirements.lock "tensorflow[and-cuda]==2.21.0"
+# GPU machines: .venv rebuilt from requirements/gpu.txt (tensorflow[and-cuda] and its pinned CUDA packages).
+venv-gpu:
+	echo gpu > .venv-flavour
+	$(MAKE) venv
+
+venv-cpu:
+	echo cpu > .venv-flavour
+	$(MAKE) venv
+
+# Re-resolve the locks from pyproject.toml; uv keeps the versions already pinned unless LOCK_FLAGS=--upgrade.
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --extra cpu --extra dev --extra tools --universal $(LOCK_ARGS) \
+		-o requirements/cpu.txt
+	$(BIN)/uv pip compile pyproject.toml --extra gpu --extra dev --extra tools \
+		--python-platform x86_64-manylinux_2_28 $(LOCK_ARGS) -o requirements/gpu.txt
+	echo "uv==$$($(BIN)/uv --version | cut -d' ' -f2)" | $(BIN)/uv pip compile - --universal --no-annotate \
+		$(LOCK_ARGS) -o requirements/uv.txt
 
 demo: venv
 	$(BIN)/python -m coronet.demo
@@ -43,6 +68,7 @@ bench: venv
 	$(BIN)/python benchmarks/input_pipeline.py
 	$(BIN)/python benchmarks/predict_throughput.py
 	$(BIN)/python benchmarks/stress_cost.py
+	$(BIN)/python benchmarks/precision.py
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-flavour

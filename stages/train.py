@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ from coronet import tracking
 from coronet.dataset import load_split, make_dataset
 from coronet.errors import run_stage
 from coronet.files import atomic_path, sha256_file, write_csv, write_json
-from coronet.model import build_model
+from coronet.model import build_model, inference_copy
 from coronet.params import class_names, flatten, load_params
 from coronet.plots import training_curves
 from coronet.training import (
@@ -23,9 +24,12 @@ from coronet.training import (
     epoch_callback,
     fingerprint,
     recalibrate_batchnorm,
+    resolve_precision,
     restore_seed_states,
+    set_precision,
     set_seeds,
     strategy,
+    throughput,
 )
 
 MODELS = Path("models")
@@ -37,13 +41,14 @@ def main() -> int:
     resize_cfg, tracking_cfg, serving_cfg = params["resize"], params["tracking"], params["serving"]
     check_params(cfg)
     serving_config = {key: serving_cfg.integer(key, 1) for key in ("max_rows", "batch_size")}
-    set_seeds(seed)
+    set_seeds(seed, cfg["deterministic"])
     import keras
     import mlflow
 
     devices = describe_devices()
-    if cfg["mixed_precision"] and devices["gpu_count"] != "0":
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    devices["precision"] = resolve_precision(cfg["precision"])
+    set_precision(devices["precision"])
+    print(f"training in {devices['precision']} on {devices['device']}")
     size, batch = int(cfg["image_size"]), int(cfg["batch_size"])
     train_frame, val_frame = load_split("train"), load_split("val")
     val_ds = make_dataset(val_frame, classes, size, batch)
@@ -84,11 +89,14 @@ def main() -> int:
             "images.val": len(val_frame)})
 
     history = list(state["history"]) if state else []
+    clock = [time.perf_counter()]  # wall time at each epoch's end (training, validation, checkpoint)
 
     def on_epoch_end(model: keras.Model, epoch: int, logs: dict[str, float]) -> None:
+        clock.append(time.perf_counter())
         history.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
         if run_id:
-            tracker.call("log metrics", mlflow.log_metrics, {k: float(v) for k, v in logs.items()}, step=epoch)
+            tracker.call("log metrics", mlflow.log_metrics, {**{k: float(v) for k, v in logs.items()},
+                                                             "epoch_seconds": clock[-1] - clock[-2]}, step=epoch)
         if cfg["checkpoint"]:
             checkpoints.save(model, epoch, history, run_id)
 
@@ -109,16 +117,14 @@ def main() -> int:
                 "val_accuracy_after_bn_recalibration": after["accuracy"],
                 "val_loss_after_bn_recalibration": after["loss"]})
 
-    # The saved model carries no optimizer state: a third of the size, and all that inference needs.
-    inference = keras.models.clone_model(model)
-    inference.set_weights(model.get_weights())
+    inference = inference_copy(model, classes)
     with atomic_path(MODELS / "coronet.keras", suffix=".keras") as tmp:
         inference.save(tmp)
     frame = pd.DataFrame(history).reindex(columns=HISTORY_COLUMNS)
     write_csv(MODELS / "history.csv", frame)
     training_curves(frame, MODELS / "training_curves.png")
     meta = {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": tracking.tracking_uri(),
-            "train": cfg, "seed": seed,
+            "train": cfg, "seed": seed, "precision": devices["precision"],
             "model": {"classes": classes, "image_size": size, "weights": str(cfg["weights"]),
                       "resize": {"size": int(resize_cfg["size"]), "mode": resize_cfg["mode"]}}}
     if run_id:
@@ -131,8 +137,12 @@ def main() -> int:
         meta["model_uri"] = logged.model_uri if logged else None
         tracker.call("end run", mlflow.end_run)
     meta["tracking_errors"] = tracker.errors
+    meta["throughput"] = throughput(clock, len(train_frame))
     write_json(MODELS / "run.json", meta)
     checkpoints.clear()
+    if meta["throughput"]:
+        print(f"training speed: {meta['throughput']['images_per_s']} images/s over {meta['throughput']['epochs']} "
+              f"epochs in {devices['precision']}")
     print(f"model saved to {MODELS / 'coronet.keras'}; MLflow run {run_id or 'not recorded'}")
     return 0
 

@@ -32,25 +32,28 @@ def build_augmenter(cfg: dict[str, Any], seed: int) -> Any:
     """Keras preprocessing layers standing in for the authors' ImageDataGenerator settings.
 
     Fill mode is ``nearest`` as in ImageDataGenerator. ``channel_shift`` is applied by
-    :func:`channel_shift` (one intensity offset per image, clipped to the image's own range).
+    :func:`channel_shift` (one intensity offset per image, clipped to the image's own range). The layers
+    compute in float32 whatever the training precision: they are input processing, not the model.
     """
     import keras
 
     layers: list[Any] = []
+    f32 = {"dtype": "float32"}
     if cfg.get("rotation_deg"):
-        layers.append(keras.layers.RandomRotation(float(cfg["rotation_deg"]) / 360, fill_mode="nearest", seed=seed))
+        turn = float(cfg["rotation_deg"]) / 360
+        layers.append(keras.layers.RandomRotation(turn, fill_mode="nearest", seed=seed, **f32))
     if cfg.get("width_shift") or cfg.get("height_shift"):
         height, width = float(cfg.get("height_shift", 0)), float(cfg.get("width_shift", 0))
-        layers.append(keras.layers.RandomTranslation(height, width, fill_mode="nearest", seed=seed + 1))
+        layers.append(keras.layers.RandomTranslation(height, width, fill_mode="nearest", seed=seed + 1, **f32))
     if cfg.get("shear_deg"):
         factor = math.tan(math.radians(float(cfg["shear_deg"])))
-        layers.append(keras.layers.RandomShear(x_factor=factor, fill_mode="nearest", seed=seed + 2))
+        layers.append(keras.layers.RandomShear(x_factor=factor, fill_mode="nearest", seed=seed + 2, **f32))
     if cfg.get("zoom"):
         zoom = float(cfg["zoom"])
-        layers.append(keras.layers.RandomZoom((-zoom, zoom), fill_mode="nearest", seed=seed + 3))
+        layers.append(keras.layers.RandomZoom((-zoom, zoom), fill_mode="nearest", seed=seed + 3, **f32))
     flips = [name for name in ("horizontal", "vertical") if cfg.get(f"{name}_flip")]
     if flips:
-        layers.append(keras.layers.RandomFlip("_and_".join(flips), seed=seed + 4))
+        layers.append(keras.layers.RandomFlip("_and_".join(flips), seed=seed + 4, **f32))
     return keras.Sequential(layers, name="augment")
 
 

@@ -72,6 +72,23 @@ def build_model(
     return keras.Model(inputs, outputs, name="coronet")
 
 
+def inference_copy(model: Any, classes: list[str]) -> Any:
+    """A float32 copy of a trained CoroNet without optimizer state (a third of the size, and all that
+    inference needs): whatever precision trained it, evaluation and serving compute in float32, which
+    every machine runs at full speed."""
+    import keras
+
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = build_model(classes, int(model.input_shape[1]), None, float(model.get_layer("dropout").rate),
+                           int(model.get_layer(PENULTIMATE).units))
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def load_model(path: str | Path) -> Any:
     """Loads a saved CoroNet in Keras safe mode (no arbitrary code from the file)."""
     import keras

@@ -1,4 +1,5 @@
-"""Fitting CoroNet: params checks, seeds, devices, checkpoint-and-resume, and BatchNorm statistics re-estimation."""
+"""Fitting CoroNet: params checks, seeds, devices and precision, checkpoint-and-resume, and BatchNorm
+statistics re-estimation."""
 
 from __future__ import annotations
 
@@ -17,17 +18,59 @@ from coronet.files import atomic_path, write_json
 from coronet.params import Section
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
+# CPU instructions that run bfloat16 matrix products natively (oneDNN uses them under mixed_bfloat16).
+BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
-def set_seeds(seed: int) -> None:
-    """Python, NumPy and TensorFlow from one seed; deterministic ops so a CPU rerun is bit-identical."""
+def set_seeds(seed: int, deterministic: bool = True) -> None:
+    """Python, NumPy and TensorFlow from one seed. ``deterministic`` also makes TensorFlow choose
+    deterministic kernels (a CPU rerun is then bit-identical); on GPUs some ops have none, and those
+    that do can be slower."""
     import keras
     import tensorflow as tf
 
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def resolve_precision(requested: str) -> str:
+    """``train.precision`` -> a Keras dtype policy. ``auto``: float16 on GPUs of compute capability 7.0
+    or newer (tensor cores); bfloat16 on CPUs with AVX512_BF16 or AMX, where benchmarks/precision.py
+    measured it faster than float32; float32 otherwise."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if requested == "mixed_float16" and not gpus:
+        raise ParamsError("params.yaml: train.precision mixed_float16 needs a GPU; on CPUs use mixed_bfloat16 "
+                          "or auto")
+    if requested != "auto":
+        return requested
+    if gpus:
+        capability = min(tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)))
+                         for gpu in gpus)
+        return "mixed_float16" if capability >= (7, 0) else "float32"
+    return "mixed_bfloat16" if cpu_flags() & BF16_CPU_FLAGS else "float32"
+
+
+def set_precision(policy: str) -> None:
+    """The dtype policy of every layer built from now on (the softmax head stays float32 in any case)."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(policy)
 
 
 def describe_devices() -> dict[str, str]:
@@ -60,7 +103,8 @@ def check_params(cfg: Section) -> None:
     cfg.number("dropout", 0, 1)
     if cfg["bn_momentum"] is not None:
         cfg.number("bn_momentum", 0, 1, inclusive=False)
-    for key in ("recalibrate_bn", "mixed_precision", "checkpoint"):
+    cfg.choice("precision", PRECISIONS)
+    for key in ("recalibrate_bn", "deterministic", "checkpoint"):
         cfg.flag(key)
     augment = cfg["augment"]
     for key in ("rotation_deg", "shear_deg", "channel_shift"):
@@ -147,6 +191,17 @@ def epoch_callback(on_end: Any) -> Any:
             on_end(self.model, epoch + 1, dict(logs or {}))
 
     return _EpochEnd()
+
+
+def throughput(clock: list[float], images: int) -> dict[str, float] | None:
+    """Training speed from the wall times at the start and at each epoch's end: images per second over
+    the median epoch after the first (the first also traces the model)."""
+    seconds = np.diff(clock)
+    if not len(seconds):
+        return None
+    steady = seconds[1:] if len(seconds) > 1 else seconds
+    return {"images_per_s": round(images / float(np.median(steady)), 2), "epochs": len(seconds),
+            "first_epoch_s": round(float(seconds[0]), 2), "median_epoch_s": round(float(np.median(steady)), 2)}
 
 
 def recalibrate_batchnorm(model: Any, dataset: Any) -> int:
