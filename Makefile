@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export UV_LINK_MODE := copy
 
-.PHONY: venv venv-gpu venv-cpu lock demo test repro ui lint bench clean-venv
+.PHONY: venv venv-gpu venv-cpu lock demo test repro compare push pull remote ui lint bench clean-venv
 
 venv: $(STAMP)
 
@@ -56,6 +56,21 @@ test: venv
 
 repro: venv
 	$(BIN)/dvc repro
+
+# Experiments side by side at terminal width: the params that differ and the headline metrics.
+compare: venv
+	$(BIN)/coronet compare
+
+# Data and models to and from the DVC remote (default: ../coronet-dvc-storage; `make remote URL=...`).
+push: venv
+	$(BIN)/dvc push
+
+pull: venv
+	$(BIN)/dvc pull
+
+remote: venv
+	@test -n "$(URL)" || { echo "usage: make remote URL=s3://bucket/path (or gs://, ssh://, a folder)"; exit 2; }
+	$(BIN)/dvc remote add --local --force --default storage "$(URL)"
 
 ui: venv
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db

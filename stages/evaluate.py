@@ -5,7 +5,6 @@ and a model card."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -15,15 +14,23 @@ import pandas as pd
 from coronet import evidence, stress, tracking
 from coronet.calibration import reliability_bins
 from coronet.confounds import PROBE_WARNING_AUC
+from coronet.console import import_tensorflow_quietly
 from coronet.dataset import load_images, make_dataset
 from coronet.errors import ParamsError, run_stage
-from coronet.files import atomic_path, write_csv, write_json
+from coronet.files import atomic_dir, atomic_path, write_csv, write_json
 from coronet.gradcam import gradcam_panel
-from coronet.metrics import compute_metrics, confusion, metrics_table
+from coronet.metrics import compute_metrics, confusion, headline, metrics_table
 from coronet.model import PENULTIMATE
 from coronet.model_card import render
-from coronet.params import class_names, flatten, load_params
-from coronet.plots import confusion_matrix_figure, reliability_figure, roc_figure, stress_figure
+from coronet.params import class_names, load_params
+from coronet.plots import (
+    confusion_matrix_figure,
+    curve_tables,
+    reliability_figure,
+    roc_figure,
+    stress_figure,
+    training_curves,
+)
 from coronet.predict import Classifier
 
 METRICS = Path("metrics")
@@ -32,7 +39,7 @@ FIGURES = METRICS / "figures"
 
 def main() -> int:
     params = load_params()
-    cfg, tracking_cfg = params["evaluate"], params["tracking"]
+    cfg = params["evaluate"]
     classes, seed = class_names(params), params.integer("seed")
     batch = cfg.integer("batch_size", 1)
     cfg.number("ci_level", 0, 1, inclusive=False)
@@ -66,13 +73,22 @@ def main() -> int:
     metrics = compute_metrics(predictions, classes)
     stats = pd.read_csv("data/interim/image_stats.csv")
     metrics.update(evidence.collect(predictions, images, stats, np.asarray(features), classes, cfg, seed))
-    write_json(METRICS / "metrics.json", metrics)
+    write_json(METRICS / "metrics.json", headline(metrics))  # what `dvc exp show` compares
+    write_json(METRICS / "evidence.json", metrics)  # everything: intervals, breakdowns, probe, leakage
 
+    reliability = reliability_bins(predictions, classes, int(cfg["calibration_bins"]))
+    curves = curve_tables(predictions, classes, reliability)
+    for folder in ("roc", "precision_recall"):  # one file per class: `dvc plots` draws each across versions
+        with atomic_dir(METRICS / "curves" / folder) as tmp:
+            for name, table in curves.items():
+                if name.startswith(f"{folder}/"):
+                    table.to_csv(tmp / Path(name).name, index=False)
+    write_csv(METRICS / "curves/calibration.csv", curves["calibration.csv"])
+    training_curves(pd.read_csv("models/history.csv"), FIGURES / "training_curves.png")
     confusion_matrix_figure(confusion(predictions, classes), classes, FIGURES / "confusion_matrix.png",
                             "CoroNet test confusion matrix")
-    roc_figure(predictions, classes, FIGURES / "roc.png")
-    reliability_figure(reliability_bins(predictions, classes, int(cfg["calibration_bins"])),
-                       FIGURES / "reliability.png", metrics["calibration"]["ece"])
+    roc_figure(curves, classes, FIGURES / "roc.png")
+    reliability_figure(reliability, FIGURES / "reliability.png", metrics["calibration"]["ece"])
     gradcam_panel(classifier.model, test, predictions, classes, classifier.image_size, int(cfg["gradcam_per_class"]),
                   FIGURES / "gradcam_panel.png")
 
@@ -94,64 +110,16 @@ def main() -> int:
     with atomic_path(METRICS / "model_card.md") as tmp:
         tmp.write_text(card, encoding="utf-8")
 
-    print(metrics_table(metrics, classes))
+    print(metrics_table(headline(metrics), classes))
     for name, probe in metrics["confound_probe"].items():
         if isinstance(probe, dict) and probe["auc"] >= PROBE_WARNING_AUC:
             print(f"warning: the image source is predictable from {name.replace('_', ' ')} "
                   f"(AUC {probe['auc']:.3f}): the data permit a shortcut; see metrics/model_card.md")
     for warning in stressed["warnings"]:
         print(f"warning: {warning}; see metrics/model_card.md")
-    log_to_mlflow(run, metrics, tracking_cfg)
     return 0
 
 
-def log_to_mlflow(run_info: dict, metrics: dict, tracking_cfg: dict) -> None:
-    """Resumes the train stage's run: test metrics, figures, predictions, model card, registry entry.
-
-    Never fails the stage: if that run is gone (another store, deleted) evaluation goes to a new run of
-    the experiment and says so; if the store cannot be reached or is locked, a warning says so and the
-    outputs under metrics/ stand.
-    """
-    import mlflow
-
-    tracker = tracking.Tracker()
-    experiment_id = tracker.call("setup", tracking.configure, tracking_cfg["experiment"])
-    if experiment_id is None:
-        print(f"warning: MLflow ({tracking.tracking_uri()}) cannot be reached; the results are in metrics/ only")
-        return
-    run_id = run_info.get("run_id")
-    model_uri = run_info.get("model_uri") or (f"runs:/{run_id}/model" if run_id else None)
-    run = tracker.call("resume run", mlflow.start_run, run_id=run_id) if run_id else None
-    if run is None:
-        run = tracker.call("start run", mlflow.start_run, experiment_id=experiment_id, run_name="evaluate")
-        if run is None:
-            print("warning: no MLflow run could be opened; the results are in metrics/ only")
-            return
-        print(f"warning: the train stage's MLflow run {run_id or '(none recorded)'} cannot be resumed; evaluation "
-              f"logged to the new run {run.info.run_id}, without a registered model")
-        model_uri = None
-    try:
-        numbers = {re.sub(r"[^\w\-. :/]", "_", f"test.{k}"): v for k, v in flatten(metrics).items()
-                   if isinstance(v, int | float) and not isinstance(v, bool)}  # MLflow's allowed name characters
-        tracker.call("log metrics", mlflow.log_metrics, numbers)
-        for path in (METRICS / "metrics.json", METRICS / "predictions.csv", METRICS / "model_card.md",
-                     METRICS / "stress.json"):
-            tracker.call("log artifact", mlflow.log_artifact, str(path))
-        tracker.call("log figures", mlflow.log_artifacts, str(FIGURES), "figures")
-        if model_uri:
-            register(tracker, model_uri, tracking_cfg["registered_model"])
-    finally:
-        tracker.call("end run", mlflow.end_run)
-
-
-def register(tracker: tracking.Tracker, model_uri: str, name: str) -> None:
-    import mlflow
-
-    version = tracker.call("register model", mlflow.register_model, model_uri, name)
-    if version is not None:
-        tracker.call("set alias", mlflow.MlflowClient().set_registered_model_alias, name, "candidate", version.version)
-        print(f"registered {name} version {version.version} as @candidate")
-
-
 if __name__ == "__main__":
+    import_tensorflow_quietly()  # before anything imports it: its start-up lines are not for our users
     run_stage(main)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +36,9 @@ def main() -> int:
                      **{k: int(v) for k, v in rejected["code"].value_counts().sort_index().items()}},
         "near_duplicates": {"pairs": len(near), "images": len(set(near["id_a"]) | set(near["id_b"]))},
         "leakage": leakage,
+        # Which downloads this data version came from, so `dvc metrics diff` shows an upstream change.
+        "archives": {name: {k: record[k] for k in ("file", "url", "sha256")} for name, record in
+                     json.loads(Path("data/raw/sources.json").read_text())["archives"].items()},
     }
     write_json(Path("metrics/data.json"), data)
     table = pd.crosstab(frame["label"], frame["split"]).reindex(index=classes, columns=["train", "val", "test"],

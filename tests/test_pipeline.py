@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,9 +33,11 @@ def test_repro_writes_every_output(pipeline):
     project, _, result = pipeline
     for rel in ["data/raw/sources.json", "data/interim/manifest.csv", "data/interim/rejected.csv",
                 "data/processed/images.csv", "data/processed/splits.csv", "metrics/data.json",
-                "models/coronet.keras", "models/history.csv", "models/training_curves.png", "models/run.json",
-                "metrics/metrics.json", "metrics/predictions.csv", "metrics/figures/confusion_matrix.png",
-                "metrics/figures/roc.png"]:
+                "models/coronet.keras", "models/history.csv", "models/run.json", "models/package.json",
+                "metrics/metrics.json", "metrics/evidence.json", "metrics/predictions.csv",
+                "metrics/figures/confusion_matrix.png", "metrics/figures/roc.png", "metrics/figures/training_curves.png",
+                "metrics/curves/calibration.csv", "metrics/curves/roc/covid.csv",
+                "metrics/curves/precision_recall/pneumonia_viral.csv"]:
         assert (project / rel).is_file(), rel
     assert not (project / "models" / "checkpoints").exists()  # removed once training finished
     history = pd.read_csv(project / "models/history.csv")
@@ -52,14 +55,31 @@ def test_data_outputs_are_consistent(pipeline):
     assert {"finding", "view", "modality", "missing_file", "undecodable", "duplicate"} <= set(rejected["code"])
     data = json.loads((project / "metrics/data.json").read_text())
     assert data["leakage"] == {"patients_shared": 0, "images_shared": 0, "near_duplicate_groups_shared": 0}
+    sources = json.loads((project / "data/raw/sources.json").read_text())["archives"]
+    assert {k: v["sha256"] for k, v in data["archives"].items()} == {k: v["sha256"] for k, v in sources.items()}
     assert sum(data["images"][s]["total"] for s in ("train", "val", "test")) == data["total"] == 48
     splits = pd.read_csv(project / "data/processed/splits.csv").merge(manifest, on="id")
     assert (splits.groupby("patient_id")["split"].nunique() == 1).all()
 
 
-def test_metrics_json_shape(pipeline):
+def numbers(tree) -> int:
+    if isinstance(tree, dict):
+        return sum(numbers(v) for v in tree.values())
+    return int(isinstance(tree, int | float) and not isinstance(tree, bool))
+
+
+def test_metrics_json_holds_the_headline_and_evidence_json_the_rest(pipeline):
+    """metrics.json is what `dvc exp show` compares: at most about 45 numbers."""
     project, _, _ = pipeline
-    metrics = json.loads((project / "metrics/metrics.json").read_text())
+    headline = json.loads((project / "metrics/metrics.json").read_text())
+    assert 30 <= numbers(headline) <= 45
+    assert set(headline) == {"accuracy", "n_test", "macro_f1", "weighted_f1", "per_class", "confusion_matrix",
+                             "three_class_accuracy", "covid_vs_rest", "ece"}
+    metrics = json.loads((project / "metrics/evidence.json").read_text())
+    assert numbers(metrics) > 2 * numbers(headline)
+    for key in ("accuracy", "n_test", "confusion_matrix"):
+        assert headline[key] == metrics[key]
+    assert headline["macro_f1"] == metrics["macro_avg"]["f1"] and headline["ece"] == metrics["calibration"]["ece"]
     predictions = pd.read_csv(project / "metrics/predictions.csv")
     assert list(predictions.columns[:3]) == ["id", "label", "predicted"]
     assert np.allclose(predictions.filter(like="p_").sum(axis=1), 1, atol=1e-4)
@@ -125,8 +145,32 @@ def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
     assert run.info.artifact_uri.startswith(f"file://{store.removesuffix('/mlflow.db')}/mlartifacts/")
     assert run.data.params["train.learning_rate"] == "0.001"
     assert run.data.params["split.group_by"] == "patient"  # the data stages' params, from dvc.lock
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
-    assert "test.accuracy" in run.data.metrics and "test.per_class.covid.recall" in run.data.metrics
+    for curve in ("accuracy/train", "accuracy/val", "loss/train", "loss/val", "epoch_seconds"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, curve)] == [1, 2], curve
+    headline = json.loads((project / "metrics/metrics.json").read_text())
+    assert run.data.metrics["test/accuracy"] == pytest.approx(headline["accuracy"])
+    assert "test/per_class.covid.recall" in run.data.metrics and len(run.data.metrics) <= 60
+    assert not any(k.startswith(("test/confusion_matrix", "test/intervals", "test/by_")) for k in run.data.metrics)
+    assert run.data.tags["precision"] in {"float32", "mixed_bfloat16"}
+
+    # One dataset per split, named by its role; the digest is DVC's hash of the processed images.
+    lock = __import__("yaml").safe_load((project / "dvc.lock").read_text())["stages"]["resize"]["outs"]
+    images_md5 = next(o["md5"] for o in lock if o["path"] == "data/processed/images")
+    inputs = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
+              for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation", "testing"}
+    assert all(d.digest == images_md5[:36] for d in inputs.values())
+    sizes = {k: json.loads(d.profile)["num_rows"] for k, d in inputs.items()}
+    assert sum(sizes.values()) == json.loads((project / "metrics/data.json").read_text())["total"]
+
+    # The servable model: logged from code, with an input example; the test metrics are linked to it.
+    package = json.loads((project / "models/package.json").read_text())
+    model = mlflow.get_logged_model(package["model_uri"].removeprefix("models:/"))
+    assert model.source_run_id == run.info.run_id
+    assert {m.key for m in model.metrics} >= {"test/accuracy", "test/macro_f1"}
+    files = {a.path for a in mlflow.artifacts.list_artifacts(package["model_uri"])}
+    assert {"input_example.json", "serving_input_example.json", "pyfunc_entry.py"} <= files
+    assert not [f for f in files if f.endswith(".pkl")]  # a model from code: nothing pickled
     tags = run.data.tags
     assert tags["device"] == "CPU" and len(tags["mlflow.source.git.commit"]) == 40
     assert tags["data.covid.sha256"] == json.loads((project / "data/raw/sources.json").read_text())[
@@ -136,7 +180,8 @@ def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert {"figures/confusion_matrix.png", "figures/roc.png", "figures/training_curves.png",
             "figures/gradcam_panel.png", "figures/reliability.png", "figures/stress.png"} <= artifacts
-    assert {"model_card.md", "stress.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model_card.md", "stress.json", "evidence.json", "metrics.json", "curves"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)}
     version = client.get_model_version_by_alias("coronet", "candidate")
     assert version.run_id == run.info.run_id
 
@@ -301,29 +346,149 @@ def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys,
             assert got[f"p_{c}"] == pytest.approx(want[f"p_{c}"], abs=1e-5)
 
 
-def test_evaluate_survives_a_missing_run_and_a_locked_store(pipeline):
-    """Evaluation's outputs stand whatever happened to the MLflow run or store; it says what it did."""
+def test_package_survives_a_missing_run_and_a_locked_store(pipeline):
+    """Packaging never fails the pipeline over MLflow; it says what it did, and a rerun on the same model
+    registers no new version."""
     import sqlite3
 
+    import mlflow
+
     project, env, _ = pipeline
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    before = len(client.search_model_versions("name = 'coronet'"))
+    again = run_tool(project, "python", "stages/package.py", env=env)
+    assert "registered coronet version" in again.stdout
+    assert len(client.search_model_versions("name = 'coronet'")) == before  # the same model, the same version
+
     run_json = project / "models/run.json"
     original = run_json.read_text()
     try:
         run_json.write_text(original.replace(json.loads(original)["run_id"], "0" * 32))
-        (project / "metrics/metrics.json").unlink()
-        gone = run_tool(project, "python", "stages/evaluate.py", env=env)
-        assert "cannot be resumed; evaluation logged to the new run" in gone.stdout
-        assert (project / "metrics/metrics.json").is_file()
+        gone = run_tool(project, "python", "stages/package.py", env=env)
+        assert "cannot be resumed" in gone.stdout and "logged to the new run" in gone.stdout
 
-        (project / "metrics/metrics.json").unlink()
         lock = sqlite3.connect(env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"), timeout=1)
         lock.execute("BEGIN EXCLUSIVE")  # another process holds the store
         try:
-            locked = run_tool(project, "python", "stages/evaluate.py", env=env)
+            locked = run_tool(project, "python", "stages/package.py", env=env)
         finally:
             lock.rollback()
             lock.close()
-        assert "cannot be reached; the results are in metrics/ only" in locked.stdout
-        assert (project / "metrics/metrics.json").is_file()
+        assert locked.stdout.count("warning:") == 1 and "goes on without MLflow" in locked.stdout
+        assert json.loads((project / "models/package.json").read_text())["errors"]
     finally:
         run_json.write_text(original)
+
+
+def test_console_shows_nothing_a_user_cannot_act_on(pipeline):
+    """No TensorFlow start-up lines, MLflow INFO chatter, pickling or input-example warnings, progress bars
+    of artifact downloads."""
+    _, _, result = pipeline
+    console = result.stdout + result.stderr
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "cloudpickle", "input example",
+                  "Downloading artifacts", "INFO mlflow", "UserWarning"):
+        assert noise not in console, noise
+
+
+def test_train_stays_up_to_date_when_evaluation_code_changes(pipeline, tmp_path):
+    """Edits to metrics, Grad-CAM, plots and prediction code rerun evaluation, never the 80 training epochs."""
+    import shutil
+
+    project, _, _ = pipeline
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy, symlinks=True)
+    for module in ("metrics", "gradcam", "plots", "predict"):
+        path = copy / "src/coronet" / f"{module}.py"
+        path.write_text(path.read_text() + "\n# an edit\n")
+    status = json.loads(run_tool(copy, "dvc", "status", "--json").stdout)
+    assert "train" not in status and "split" not in status
+    assert "evaluate" in status and "package" in status  # the check can fail: these did notice the edit
+
+
+def test_logged_requirements_cover_what_the_served_model_imports(pipeline, tmp_path):
+    """Loads the registered model in a fresh process, classifies its input example, and maps every
+    third-party module then loaded to its distribution: each is a logged requirement or installed by one."""
+    project, env, _ = pipeline
+    script = tmp_path / "imports.py"
+    script.write_text("""
+import json, sys
+import mlflow
+from importlib import metadata
+before = set(sys.modules)
+model = mlflow.pyfunc.load_model("models:/coronet@candidate")
+example = model.input_example
+assert example is not None
+out = model.predict(example)
+assert out["error"].iloc[0] == "", out
+new = {m.split(".")[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names) - {"coronet"}
+providers = metadata.packages_distributions()
+print(json.dumps(sorted({d for m in new for d in providers.get(m, [])})))
+""")
+    used = set(json.loads(run_tool(project, "python", str(script), env=env).stdout.strip().splitlines()[-1]))
+    import mlflow
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    path = mlflow.artifacts.download_artifacts("models:/coronet@candidate/requirements.txt", dst_path=str(tmp_path))
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    logged = {canonicalize_name(Requirement(line).name) for line in Path(path).read_text().splitlines() if "==" in line}
+    covered, todo = set(), list(logged)  # the logged requirements and everything they install
+    while todo:
+        name = todo.pop()
+        if name in covered:
+            continue
+        covered.add(name)
+        try:
+            requires = [Requirement(r) for r in metadata.requires(name) or []]
+        except metadata.PackageNotFoundError:
+            continue
+        todo += [canonicalize_name(r.name) for r in requires if r.marker is None or r.marker.evaluate({"extra": ""})]
+    # Keras' model_visualization tries `import pydot` (then pydot_ng, pydotplus) and does without: optional.
+    optional = {"pydot"}
+    missing = {d for d in used if canonicalize_name(d) not in covered | optional}
+    assert not missing, f"the served model imports {sorted(missing)}, which its requirements do not install"
+    assert {"tqdm", "pillow", "pydicom", "keras"} <= logged
+
+
+def test_predict_falls_back_to_the_registry_and_says_so(pipeline, tmp_path):
+    """Where models/ is empty (after `make demo`, whose experiment ran in a temporary copy), `coronet
+    predict` uses the registry's @candidate and names it; with no registry either, it says what to run."""
+    import zipfile
+
+    project, env, _ = pipeline
+    manifest = pd.read_csv(project / "data/interim/manifest.csv").iloc[0]
+    with zipfile.ZipFile(project / manifest["archive"]) as z:
+        (tmp_path / "scan.png").write_bytes(z.read(manifest["original_path"]))
+    used = run_tool(tmp_path, "coronet", "predict", "scan.png", env=env)
+    assert "using models:/coronet@candidate" in used.stderr and "scan.png" in used.stdout
+    empty = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'none.db'}"}
+    missing = run_tool(tmp_path, "coronet", "predict", "scan.png", env=empty, check=False)
+    assert missing.returncode == 2 and "dvc repro" in missing.stderr and "dvc pull" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and not (tmp_path / "none.db").exists()
+
+
+def test_data_and_models_round_trip_through_a_dvc_remote(pipeline, tmp_path):
+    """push to a folder remote; a fresh clone pulls, is up to date without rerunning a stage, and predicts."""
+    from conftest import git
+
+    project, env, _ = pipeline
+    remote = tmp_path / "storage"
+    run_tool(project, "dvc", "remote", "add", "--local", "--force", "--default", "storage", str(remote))
+    run_tool(project, "dvc", "push")
+    git(project, "add", "-A")
+    git(project, "commit", "--allow-empty", "-qm", "results")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))
+    run_tool(clone, "dvc", "remote", "add", "--local", "--force", "--default", "storage", str(remote))
+    run_tool(clone, "dvc", "pull")
+    status = run_tool(clone, "dvc", "status", "--json")
+    assert json.loads(status.stdout) == {}
+    dry = run_tool(clone, "dvc", "repro", "--dry")
+    assert "Running stage" not in dry.stdout
+    image = next((clone / "data/processed/images").glob("*.png"))
+    predicted = run_tool(clone, "coronet", "predict", str(image), "--format", "json", env=env)
+    assert json.loads(predicted.stdout)[0]["error"] == ""

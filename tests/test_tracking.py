@@ -25,24 +25,36 @@ def test_explicit_tracking_uri_wins(monkeypatch, tmp_path):
     assert tracking.tracking_uri() == f"sqlite:///{tmp_path}/elsewhere.db"
 
 
-def test_tracker_retries_then_reports_without_raising(capsys):
+def test_a_failing_store_costs_one_warning_and_nothing_after(capsys):
+    """The first failed MLflow call is reported once; later calls are skipped, not retried one by one."""
+    run = tracking.PipelineRun("coronet-test")
     calls = []
 
-    def flaky(value):
-        calls.append(value)
-        if len(calls) < 3:
-            raise RuntimeError("database is locked")
-        return value * 2
+    def down(*args):
+        calls.append(args)
+        raise ConnectionError("tracking server down\nwith a long body")
 
-    tracker = tracking.Tracker(attempts=3, wait_s=0)
-    assert tracker.call("log", flaky, 21) == 42 and len(calls) == 3 and not tracker.errors
+    assert run.call("log metrics", down, 1) is None
+    assert run.call("log metrics", down, 2) is None and run.call("log artifact", down, 3) is None
+    assert calls == [(1,)]
+    assert run.errors == ["MLflow log metrics failed: ConnectionError: tracking server down"]
+    out = capsys.readouterr().out
+    assert out.count("warning:") == 1 and "goes on without MLflow" in out
 
-    def down():
-        raise ConnectionError("tracking server down")
 
-    assert tracker.call("log metrics", down) is None
-    assert tracker.errors == ["MLflow log metrics failed after 3 attempts: ConnectionError: tracking server down"]
-    assert "warning: MLflow log metrics failed" in capsys.readouterr().out
+def test_mlflow_http_client_waits_seconds_not_minutes(monkeypatch, tmp_path):
+    for key in tracking.HTTP_SETTINGS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/store.db")
+    tracking.configure("coronet-test")
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+    )
+
+    retries, factor = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get()
+    assert sum(factor * 2**i for i in range(retries)) <= 5 and MLFLOW_HTTP_REQUEST_TIMEOUT.get() <= 10
 
 
 @pytest.fixture(autouse=True)

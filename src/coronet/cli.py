@@ -1,4 +1,5 @@
-"""``coronet`` command line: ``coronet predict PATH...`` classifies chest X-rays (PNG, JPEG, DICOM)."""
+"""``coronet`` command line: ``coronet predict PATH...`` classifies chest X-rays (PNG, JPEG, DICOM);
+``coronet compare`` shows experiments side by side."""
 
 from __future__ import annotations
 
@@ -26,21 +27,53 @@ def collect_files(paths: list[str]) -> list[Path]:
     return files
 
 
+DEFAULT_MODEL = Path("models/coronet.keras")
+
+
+def load_registered(model_uri: str) -> Any:
+    import logging
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from coronet import tracking
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines are not for this command's users
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    try:
+        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().classifier
+    except MlflowException as exc:
+        raise ValueError(f"{model_uri} ({tracking.tracking_uri()}): {exc.message}") from exc
+
+
 def load_classifier(model: str | None, model_uri: str | None) -> Any:
+    """--model, --model-uri, else the pipeline's models/coronet.keras, else (after `make demo`, whose
+    experiment ran in a temporary copy) the registry's @candidate in this project's MLflow store."""
     from coronet.predict import Classifier
 
     if model_uri:
-        import mlflow
-        from mlflow.exceptions import MlflowException
+        return load_registered(model_uri)
+    if model or DEFAULT_MODEL.is_file():
+        return Classifier.load(model or DEFAULT_MODEL)
+    from coronet import tracking
 
-        from coronet import tracking
+    name = "coronet"
+    if Path("params.yaml").is_file():
+        from coronet.params import load_params
 
-        mlflow.set_tracking_uri(tracking.tracking_uri())
-        try:
-            return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().classifier
-        except MlflowException as exc:
-            raise ValueError(f"{model_uri} ({tracking.tracking_uri()}): {exc.message}") from exc
-    return Classifier.load(model or "models/coronet.keras")
+        name = load_params()["tracking"]["registered_model"]
+    uri, store = f"models:/{name}@candidate", tracking.tracking_uri()
+    try:
+        if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+            raise ValueError(store)  # no store here: do not create an empty one
+        classifier = load_registered(uri)
+    except ValueError:
+        raise ValueError(
+            f"no model: {DEFAULT_MODEL} is not here and {store} has no {uri}. Train one "
+            "(`dvc repro`), fetch this version's (`dvc pull`), bring in an experiment's (`dvc exp apply NAME`; "
+            "`dvc exp show` lists them) or name one with --model PATH or --model-uri URI") from None
+    print(f"using {uri} from {store} ({DEFAULT_MODEL} is not here)", file=sys.stderr)
+    return classifier
 
 
 def render(rows: list[dict[str, Any]], fmt: str, classes: list[str]) -> str:
@@ -72,6 +105,9 @@ def predict_command(args: argparse.Namespace) -> int:
     if not files:
         print("error: no files to classify", file=sys.stderr)
         return 2
+    from coronet.console import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     try:
         classifier = load_classifier(args.model, args.model_uri)
     except (OSError, ValueError) as exc:
@@ -117,7 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--gradcam", metavar="DIR", help="write a Grad-CAM overlay PNG per image here")
     predict.add_argument("--gradcam-class", help="explain this class instead of the predicted one")
     predict.add_argument("--batch-size", type=positive_int, default=32, help="images per model call (default 32)")
+    compare = commands.add_parser("compare", help="experiments side by side: params that differ, headline metrics")
+    compare.add_argument("--rev", action="append", help="the commit whose experiments to show (default HEAD)")
+    compare.add_argument("-n", "--num", type=positive_int, default=1, help="also the experiments of N-1 older commits")
     args = parser.parse_args(argv)
+    if args.command == "compare":
+        from coronet.compare import main as compare_main
+
+        print(compare_main(args.rev, args.num))
+        return 0
     return predict_command(args)
 
 

@@ -68,7 +68,8 @@ def main() -> int:
         print(metrics_table(metrics, classes))
     print(f"""
 Next:
-  dvc exp show                      compare experiments (params and metrics side by side)
+  make compare                      experiments side by side (the params that differ, headline metrics)
+  coronet predict scan.png          classify an image (this demo's model: the registry's coronet@candidate)
   dvc exp apply {name}   bring this experiment's params and outputs into the workspace
   make ui                           MLflow UI on http://127.0.0.1:5000 (curves, metrics, figures, model)
 params.yaml is unchanged: the demo's settings were -S overrides of this experiment only.""")

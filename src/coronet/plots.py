@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 from coronet.files import atomic_path
 
@@ -51,15 +51,31 @@ def confusion_matrix_figure(matrix: np.ndarray, classes: list[str], path: Path, 
     save_figure(fig, path)
 
 
-def roc_figure(predictions: pd.DataFrame, classes: list[str], path: Path) -> None:
-    """One-vs-rest ROC curve per class from the probability columns of predictions.csv."""
-    fig, ax = plt.subplots(figsize=(6, 5))
+def curve_tables(predictions: pd.DataFrame, classes: list[str], reliability: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The curves as data (relative file name -> table), so `dvc plots diff` overlays them across versions:
+    one-vs-rest ROC and precision-recall per class, from the probability columns of predictions.csv, and
+    the reliability table. A class without both positives and negatives in the test split has no curve."""
+    tables = {}
     for name in classes:
         truth = (predictions["label"] == name).to_numpy()
         if truth.all() or not truth.any():
-            continue  # undefined without both positives and negatives
+            continue
         fpr, tpr, _ = roc_curve(truth, predictions[f"p_{name}"])
-        ax.plot(fpr, tpr, label=name)
+        tables[f"roc/{name}.csv"] = pd.DataFrame({"fpr": fpr.round(6), "tpr": tpr.round(6)})
+        precision, recall, _ = precision_recall_curve(truth, predictions[f"p_{name}"])
+        tables[f"precision_recall/{name}.csv"] = pd.DataFrame({"recall": recall.round(6),
+                                                               "precision": precision.round(6)})
+    filled = reliability[reliability["count"] > 0]
+    tables["calibration.csv"] = filled[["confidence", "accuracy", "count"]].round(6)
+    return tables
+
+
+def roc_figure(curves: dict[str, pd.DataFrame], classes: list[str], path: Path) -> None:
+    """One-vs-rest ROC curve per class, from :func:`curve_tables`."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name in classes:
+        if f"roc/{name}.csv" in curves:
+            ax.plot(curves[f"roc/{name}.csv"]["fpr"], curves[f"roc/{name}.csv"]["tpr"], label=name)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import functools
+import io
 import json
-from importlib import metadata
+import sys
+from importlib import metadata, util
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ import pandas as pd
 
 IMAGE_COLUMN = "image"
 DEFAULT_CONFIG = {"max_rows": 256, "batch_size": 32}  # params.yaml serving overrides both
-REQUIREMENTS = ("tensorflow-cpu", "keras", "mlflow", "numpy", "pandas", "pillow", "pydicom", "tqdm")
+ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 
 
 class CoronetImageModel(mlflow.pyfunc.PythonModel):
@@ -79,27 +82,62 @@ def signature(classes: list[str]) -> Any:
     return ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN)]), outputs=Schema(outputs))
 
 
-def pinned_requirements() -> list[str]:
-    pins = []
-    for name in REQUIREMENTS:
-        try:
-            pins.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
+def imported_packages(root: str = "coronet.pyfunc_entry") -> set[str]:
+    """Top-level names of the third-party packages the served code can import: read from the source of
+    every coronet module reachable from ``root`` (imports inside functions included), so a lazy import
+    is not missed the way watching ``sys.modules`` would miss it."""
+    seen, todo, found = set(), [root], set()
+    while todo:
+        name = todo.pop()
+        spec = util.find_spec(name)
+        if name in seen or spec is None or spec.origin is None or not spec.origin.endswith(".py"):
             continue
-    return pins
+        seen.add(name)
+        for node in ast.walk(ast.parse(Path(spec.origin).read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            for imported in names:
+                if imported.split(".")[0] == "coronet":
+                    todo.append(imported)
+                elif imported.split(".")[0] not in sys.stdlib_module_names:
+                    found.add(imported.split(".")[0])
+    return found
 
 
-def log_pyfunc(model_path: Path, meta_path: Path, config: dict[str, int] | None = None) -> Any:
-    """Logs the model (with its preprocessing code and a signature) to the active MLflow run."""
+def pinned_requirements() -> list[str]:
+    """``name==version`` of the installed distribution behind each package the served code imports."""
+    providers = metadata.packages_distributions()
+    names = {dist for package in imported_packages() for dist in providers.get(package, [])}
+    return sorted(f"{name}=={metadata.version(name)}" for name in names)
+
+
+def input_example() -> pd.DataFrame:
+    """A request as the server takes it: one synthetic chest phantom (no patient's image is copied into
+    the logged model) as base64 PNG."""
+    import numpy as np
+    from PIL import Image
+
+    from coronet.synthetic import draw_xray
+
+    buffer = io.BytesIO()
+    Image.fromarray(draw_xray(np.random.default_rng(0), "normal", 224)).save(buffer, format="PNG")
+    return pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(buffer.getvalue()).decode()]})
+
+
+def log_pyfunc(model_path: Path, meta_path: Path, config: dict[str, int], tags: dict[str, str]) -> Any:
+    """Logs the model to the active MLflow run, from code (:data:`ENTRY`), with its preprocessing code, a
+    signature, an input example, the pinned requirements of what it imports and the serving config."""
     import coronet
 
     classes = json.loads(meta_path.read_text())["model"]["classes"]
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=CoronetImageModel(),
+        python_model=str(ENTRY),
         artifacts={"keras_model": str(model_path), "meta": str(meta_path)},
         code_paths=[str(Path(coronet.__file__).parent)],
         signature=signature(classes),
+        input_example=input_example(),
         pip_requirements=pinned_requirements(),
-        model_config={**DEFAULT_CONFIG, **(config or {})},
+        model_config={**DEFAULT_CONFIG, **config},
+        tags=tags,
     )

@@ -183,6 +183,26 @@ class Checkpoints:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def compiled_model(cfg: Section, classes: list[str], checkpoints: Checkpoints, state: dict[str, Any] | None) -> Any:
+    """The paper's model compiled with Adam and cross-entropy, or the checkpoint's (optimizer state, random
+    states and all) when resuming; on every GPU when there are several."""
+    import keras
+
+    from coronet.model import build_model
+
+    with strategy().scope():
+        if state:
+            print(f"resuming from the checkpoint of epoch {state['epoch']}")
+            model = keras.models.load_model(checkpoints.directory / state["model"], safe_mode=True)
+            restore_seed_states(model, state["seed_states"])
+            return model
+        model = build_model(classes, int(cfg["image_size"]), cfg["weights"], float(cfg["dropout"]),
+                            int(cfg["dense_units"]), cfg["bn_momentum"])
+        model.compile(optimizer=keras.optimizers.Adam(float(cfg["learning_rate"])), loss="categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+
+
 def epoch_callback(on_end: Any) -> Any:
     import keras
 

@@ -1,0 +1,71 @@
+"""``coronet compare``: experiments side by side in a terminal: name, the params that differ between
+them and the headline test metrics (``dvc exp show`` lists every param and metric: hundreds of columns)."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import pandas as pd
+
+# Headline metrics shown, in order (metrics/metrics.json keys -> column titles).
+SHOWN = {"accuracy": "accuracy", "macro_f1": "macro F1", "weighted_f1": "wtd F1",
+         "three_class_accuracy": "3-class", "covid_vs_rest.sensitivity": "COVID sens",
+         "covid_vs_rest.specificity": "COVID spec", "ece": "ECE", "n_test": "n test"}
+IGNORED_PARAMS = ("download.covid.sha256", "download.kermany.sha256")  # pins, not choices
+
+
+def column(row: dict[str, Any], key: str) -> Any:
+    """A value of ``dvc.api.exp_show``'s row (DVC prefixes a column with its file when names clash), or
+    None where the experiment has none (DVC shows "!")."""
+    value = row[key] if key in row else next((v for k, v in row.items() if k.endswith(f":{key}")), None)
+    return None if value in ("!", "") else value
+
+
+def shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) >= 1 else f"{value:.4g}"
+    return str(value)
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """``train.learning_rate`` -> ``learning_rate``: the last part of each name, longer where two clash."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        depth = 1
+        while depth < len(parts) and sum(k.split(".")[-depth:] == parts[-depth:] for k in keys) > 1:
+            depth += 1
+        names[key] = ".".join(parts[-depth:])
+    return names
+
+
+def comparison(rows: list[dict[str, Any]], params: list[str]) -> pd.DataFrame:
+    """One line per experiment (the baseline commit first): name, headline metrics, differing params."""
+    rows = [r for r in rows if r.get("rev") != "workspace"]
+    differing = [p for p in params if len({str(column(r, p)) for r in rows}) > 1]
+    names = short_names(differing)
+    table = []
+    for row in rows:
+        line = {"experiment": row.get("Experiment") or str(row.get("rev", ""))[:7]}
+        for key, title in SHOWN.items():
+            value = column(row, key)
+            line[title] = f"{value:.3f}" if isinstance(value, float) and key != "n_test" else shown(value)
+        line.update({names[key]: shown(column(row, key)) for key in differing})
+        table.append(line)
+    return pd.DataFrame(table)
+
+
+def main(revs: list[str] | None, num: int, width: int | None = None) -> str:
+    import dvc.api
+
+    rows = dvc.api.exp_show(revs=revs, num=num)
+    if not [r for r in rows if r.get("rev") != "workspace"]:
+        return "no experiments yet: run `make demo` or `dvc exp run`"
+    from coronet.params import flatten, load_params
+
+    params = [k for k in flatten(load_params()) if not k.startswith(IGNORED_PARAMS)]
+    frame = comparison(rows, params)
+    return frame.to_string(index=False, line_width=width or max(80, shutil.get_terminal_size((120, 40)).columns))
