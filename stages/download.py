@@ -6,17 +6,14 @@ never costs the first.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from coronet import synthetic
+from coronet import paths, synthetic
 from coronet.download import Fetched, check_archive, fetch_archive, resolve_url
 from coronet.errors import run_stage
 from coronet.files import atomic_dir, repository_root, sha256_file, write_json
 from coronet.params import load_params
 
-RAW = Path("data/raw")
 # In the real repository also under `dvc exp run --temp`, whose copy is deleted afterwards.
-CACHE = repository_root() / RAW / ".downloads"
+CACHE = repository_root() / paths.RAW / ".downloads"
 SOURCES = ("covid", "kermany")
 
 
@@ -28,7 +25,7 @@ def main() -> int:
     if source == "synthetic":
         syn = cfg["synthetic"]
         seed, per_class, size = syn.integer("seed"), syn.integer("images_per_class", 1), syn.integer("image_size", 32)
-        with atomic_dir(RAW / "covid") as covid_dir, atomic_dir(RAW / "kermany") as kermany_dir:
+        with atomic_dir(paths.RAW / "covid") as covid_dir, atomic_dir(paths.RAW / "kermany") as kermany_dir:
             targets = {"covid": covid_dir / cfg["covid"].text("filename"),
                        "kermany": kermany_dir / cfg["kermany"].text("filename")}
             synthetic.write_archives(targets["covid"], targets["kermany"], seed, per_class, size)
@@ -41,7 +38,7 @@ def main() -> int:
         for name in SOURCES:
             src = cfg[name]
             url = resolve_url(src.text("url"), src.text("filename"), cfg.text("mirror"))
-            with atomic_dir(RAW / name) as folder:
+            with atomic_dir(paths.RAW / name) as folder:
                 fetched, entries = fetch_archive(url, folder / src.text("filename"), sha256=src.text("sha256"),
                                                  max_bytes=max_bytes, cache_dir=CACHE, **options)
             records[name] = {**fetched.record(), "entries": entries}
@@ -50,7 +47,7 @@ def main() -> int:
     for name, record in records.items():
         print(f"{name}: {record['file']} {record['size']:,} bytes, {record['entries']} entries, "
               f"sha256 {record['sha256']}")
-    write_json(RAW / "sources.json", {"source": source, "archives": records})
+    write_json(paths.SOURCES, {"source": source, "archives": records})
     return 0
 
 

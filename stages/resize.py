@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
+from coronet import paths
 from coronet.errors import run_stage
 from coronet.files import atomic_dir, write_csv
 from coronet.images import RESIZE_MODES
 from coronet.params import load_params
 from coronet.resize import resize_all
 
-PROCESSED = Path("data/processed")
 INDEX_COLUMNS = ["id", "label", "source", "patient_id", "sha256", "pixel_sha256", "near_duplicate_group",
                  "png_sha256", "path"]
 
@@ -20,13 +18,13 @@ INDEX_COLUMNS = ["id", "label", "source", "patient_id", "sha256", "pixel_sha256"
 def main() -> int:
     cfg = load_params()["resize"]
     size, mode, workers = cfg.integer("size", low=8), cfg.choice("mode", RESIZE_MODES), cfg.integer("workers", low=0)
-    manifest = pd.read_csv("data/interim/manifest.csv", dtype=str, keep_default_na=False)
-    with atomic_dir(PROCESSED / "images") as tmp:
+    manifest = pd.read_csv(paths.MANIFEST, dtype=str, keep_default_na=False)
+    with atomic_dir(paths.IMAGES) as tmp:
         written = resize_all(manifest, tmp, size, mode, workers)
     index = manifest.merge(written, on="id", validate="one_to_one")
-    index["path"] = [str(PROCESSED / "images" / f"{i}.png") for i in index["id"]]
-    write_csv(PROCESSED / "images.csv", index[INDEX_COLUMNS])
-    print(f"{len(index)} images written to {PROCESSED / 'images'} at {size} px ({mode})")
+    index["path"] = [str(paths.IMAGES / f"{i}.png") for i in index["id"]]
+    write_csv(paths.IMAGES_CSV, index[INDEX_COLUMNS])
+    print(f"{len(index)} images written to {paths.IMAGES} at {size} px ({mode})")
     return 0
 
 

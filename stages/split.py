@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 
+from coronet import paths
 from coronet.errors import DataError, run_stage
 from coronet.files import write_csv, write_json
 from coronet.params import class_names, load_params
@@ -19,15 +19,16 @@ def main() -> int:
     group_by = cfg.choice("group_by", GROUP_BY)
     test_size = cfg.number("test_size", 0, 1, inclusive=False)
     val_size = cfg.number("val_size", 0, 1, inclusive=False)
-    index = pd.read_csv("data/processed/images.csv", dtype=str, keep_default_na=False)
-    rejected = pd.read_csv("data/interim/rejected.csv", dtype=str, keep_default_na=False)
-    near = pd.read_csv("data/interim/near_duplicates.csv", dtype=str, keep_default_na=False)
+    index = pd.read_csv(paths.IMAGES_CSV, dtype=str, keep_default_na=False)
+    rejected = pd.read_csv(paths.REJECTED, dtype=str, keep_default_na=False)
+    near = pd.read_csv(paths.NEAR_DUPLICATES, dtype=str, keep_default_na=False)
     if absent := [c for c in classes if c not in set(index["label"])]:
         raise DataError(f"data/processed/images.csv has no image of class {absent}: rerun merge (dvc repro)")
     splits = assign_splits(index, test_size, val_size, group_by, seed)
     frame = index.merge(splits, on="id", validate="one_to_one")
     leakage = check_leakage(frame, group_by)  # raises before anything is written
-    write_csv(Path("data/processed/splits.csv"), splits)
+    sources = json.loads(paths.SOURCES.read_text())
+    write_csv(paths.SPLITS, splits)
     data = {
         "images": split_summary(frame, classes),
         "total": len(frame),
@@ -36,11 +37,13 @@ def main() -> int:
                      **{k: int(v) for k, v in rejected["code"].value_counts().sort_index().items()}},
         "near_duplicates": {"pairs": len(near), "images": len(set(near["id_a"]) | set(near["id_b"]))},
         "leakage": leakage,
+        "split": {"group_by": group_by, "test_size": test_size, "val_size": val_size},  # for the model card
         # Which downloads this data version came from, so `dvc metrics diff` shows an upstream change.
         "archives": {name: {k: record[k] for k in ("file", "url", "sha256")} for name, record in
-                     json.loads(Path("data/raw/sources.json").read_text())["archives"].items()},
+                     sources["archives"].items()},
+        "download_source": sources["source"],
     }
-    write_json(Path("metrics/data.json"), data)
+    write_json(paths.DATA_METRICS, data)
     table = pd.crosstab(frame["label"], frame["split"]).reindex(index=classes, columns=["train", "val", "test"],
                                                                  fill_value=0)
     print(table.to_string())

@@ -23,6 +23,19 @@ VENV_BIN = Path(sys.executable).parent
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+TIERS = ("code", "data", "model", "e2e")  # the folders under tests/, fastest first
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test carries its folder's tier as a marker; the tiers run in order, end to end last."""
+    def tier(item: pytest.Item) -> int:
+        folder = Path(str(item.fspath)).parent.name
+        return TIERS.index(folder) if folder in TIERS else len(TIERS)
+
+    for item in items:
+        if tier(item) < len(TIERS):
+            item.add_marker(getattr(pytest.mark, TIERS[tier(item)]))
+    items.sort(key=tier)  # stable: file order within a tier stays
 
 
 class FileServer:
@@ -132,6 +145,7 @@ def model_path(tmp_path_factory):
     build_model(["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"], 71, "none").save(folder / "coronet.keras")
     write_json(folder / "run.json", {"run_id": None, "model": {
         "classes": ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"], "image_size": 71, "weights": "none",
+        "groups": {"covid": ["covid"], "normal": ["normal"], "pneumonia": ["pneumonia_bacterial", "pneumonia_viral"]},
         "resize": {"size": 96, "mode": "stretch"}}})
     return folder / "coronet.keras"
 

@@ -76,9 +76,9 @@ def load_classifier(model: str | None, model_uri: str | None) -> Any:
     return classifier
 
 
-def render(rows: list[dict[str, Any]], fmt: str, classes: list[str]) -> str:
-    columns = ["file", "predicted", *[f"p_{c}" for c in classes], "predicted_3class",
-               *[f"p3_{c}" for c in ("covid", "normal", "pneumonia")], "error"]
+def render(rows: list[dict[str, Any]], fmt: str, classes: list[str], groups: dict[str, list[str]]) -> str:
+    columns = ["file", "predicted", *[f"p_{c}" for c in classes],
+               *(["predicted_group", *[f"pg_{g}" for g in groups]] if groups else []), "error"]
     frame = pd.DataFrame(rows).reindex(columns=columns)
     if fmt == "json":
         return json.dumps([{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
@@ -120,7 +120,7 @@ def predict_command(args: argparse.Namespace) -> int:
     from coronet.predict import predict_files
 
     rows = predict_files(classifier, files, args.batch_size, gradcam_dir, args.gradcam_class)
-    text = render(rows, args.format, classifier.classes)
+    text = render(rows, args.format, classifier.classes, classifier.groups)
     if args.output:
         from coronet.files import atomic_path
 

@@ -8,10 +8,13 @@ from typing import Any
 
 import pandas as pd
 
-# Headline metrics shown, in order (metrics/metrics.json keys -> column titles).
-SHOWN = {"accuracy": "accuracy", "macro_f1": "macro F1", "weighted_f1": "wtd F1",
-         "three_class_accuracy": "3-class", "covid_vs_rest.sensitivity": "COVID sens",
-         "covid_vs_rest.specificity": "COVID spec", "ece": "ECE", "n_test": "n test"}
+
+def shown_metrics(screening: str | None) -> dict[str, str]:
+    """Headline metrics shown, in order (metrics/metrics.json keys -> column titles)."""
+    screened = {f"{screening}_vs_rest.sensitivity": f"{screening} sens",
+                f"{screening}_vs_rest.specificity": f"{screening} spec"} if screening else {}
+    return {"accuracy": "accuracy", "macro_f1": "macro F1", "weighted_f1": "wtd F1", "grouped_accuracy": "grouped",
+            **screened, "ece": "ECE", "n_test": "n test"}
 IGNORED_PARAMS = ("download.covid.sha256", "download.kermany.sha256")  # pins, not choices
 
 
@@ -22,7 +25,7 @@ def column(row: dict[str, Any], key: str) -> Any:
     return None if value in ("!", "") else value
 
 
-def shown(value: Any) -> str:
+def text(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -42,7 +45,7 @@ def short_names(keys: list[str]) -> dict[str, str]:
     return names
 
 
-def comparison(rows: list[dict[str, Any]], params: list[str]) -> pd.DataFrame:
+def comparison(rows: list[dict[str, Any]], params: list[str], shown: dict[str, str]) -> pd.DataFrame:
     """One line per experiment (the baseline commit first): name, headline metrics, differing params."""
     rows = [r for r in rows if r.get("rev") != "workspace"]
     differing = [p for p in params if len({str(column(r, p)) for r in rows}) > 1]
@@ -50,10 +53,10 @@ def comparison(rows: list[dict[str, Any]], params: list[str]) -> pd.DataFrame:
     table = []
     for row in rows:
         line = {"experiment": row.get("Experiment") or str(row.get("rev", ""))[:7]}
-        for key, title in SHOWN.items():
+        for key, title in shown.items():
             value = column(row, key)
-            line[title] = f"{value:.3f}" if isinstance(value, float) and key != "n_test" else shown(value)
-        line.update({names[key]: shown(column(row, key)) for key in differing})
+            line[title] = f"{value:.3f}" if isinstance(value, float) and key != "n_test" else text(value)
+        line.update({names[key]: text(column(row, key)) for key in differing})
         table.append(line)
     return pd.DataFrame(table)
 
@@ -64,8 +67,9 @@ def main(revs: list[str] | None, num: int, width: int | None = None) -> str:
     rows = dvc.api.exp_show(revs=revs, num=num)
     if not [r for r in rows if r.get("rev") != "workspace"]:
         return "no experiments yet: run `make demo` or `dvc exp run`"
-    from coronet.params import flatten, load_params
+    from coronet.params import class_scheme, flatten, load_params
 
-    params = [k for k in flatten(load_params()) if not k.startswith(IGNORED_PARAMS)]
-    frame = comparison(rows, params)
+    params = load_params()
+    names = [k for k in flatten(params) if not k.startswith(IGNORED_PARAMS)]
+    frame = comparison(rows, names, shown_metrics(class_scheme(params).screening))
     return frame.to_string(index=False, line_width=width or max(80, shutil.get_terminal_size((120, 40)).columns))

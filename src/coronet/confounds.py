@@ -44,20 +44,23 @@ def breakdown(frame: pd.DataFrame, by: str, classes: list[str]) -> dict[str, dic
     return out
 
 
-def source_probe(features: np.ndarray, source: np.ndarray, folds: int, seed: int) -> dict[str, float] | None:
+def source_probe(features: np.ndarray, source: np.ndarray, folds: int, seed: int) -> dict[str, Any]:
     """How well a cross-validated logistic regression tells the source from ``features``.
 
-    Returns out-of-fold ROC AUC and balanced accuracy; None when there is a single source or too few
-    images per source for the folds.
+    Returns out-of-fold ROC AUC (one source against the rest, averaged, with three or more sources) and
+    balanced accuracy; ``{"not_computed": reason}`` with a single source or too few images per source.
     """
     labels, counts = np.unique(source, return_counts=True)
-    if len(labels) != 2 or counts.min() < 2:
-        return None
+    if len(labels) < 2:
+        return {"not_computed": f"every image comes from one source ({labels[0] if len(labels) else 'none'})"}
+    if counts.min() < 2:
+        return {"not_computed": f"source {labels[counts.argmin()]} has fewer than 2 images"}
     folds = int(min(folds, counts.min()))
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    target = (source == labels[1]).astype(int)
+    target = np.searchsorted(labels, source)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores = cross_val_predict(model, features, target, cv=splitter, method="predict_proba")[:, 1]
-    return {"auc": float(roc_auc_score(target, scores)),
-            "balanced_accuracy": float(balanced_accuracy_score(target, scores >= 0.5)), "folds": folds}
+    scores = cross_val_predict(model, features, target, cv=splitter, method="predict_proba")
+    auc = roc_auc_score(target, scores[:, 1]) if len(labels) == 2 else roc_auc_score(target, scores, multi_class="ovr")
+    return {"auc": float(auc), "balanced_accuracy": float(balanced_accuracy_score(target, scores.argmax(axis=1))),
+            "folds": folds}
 

@@ -12,19 +12,17 @@ import pandas as pd
 
 from coronet.images import model_input
 
-PROCESSED = Path("data/processed")
 
-
-def load_images(processed: Path = PROCESSED) -> pd.DataFrame:
+def load_images(images_csv: Path, splits_csv: Path) -> pd.DataFrame:
     """Every processed image (id, label, source, patient_id, sha256, path, split), in id order."""
-    index = pd.read_csv(processed / "images.csv", dtype=str, keep_default_na=False)
-    splits = pd.read_csv(processed / "splits.csv", dtype=str, keep_default_na=False)
+    index = pd.read_csv(images_csv, dtype=str, keep_default_na=False)
+    splits = pd.read_csv(splits_csv, dtype=str, keep_default_na=False)
     return index.merge(splits, on="id", validate="one_to_one").sort_values("id", ignore_index=True)
 
 
-def load_split(name: str, processed: Path = PROCESSED) -> pd.DataFrame:
+def load_split(name: str, images_csv: Path, splits_csv: Path) -> pd.DataFrame:
     """Rows of one split, in id order."""
-    frame = load_images(processed)
+    frame = load_images(images_csv, splits_csv)
     return frame[frame["split"] == name].reset_index(drop=True)
 
 

@@ -8,9 +8,6 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
-# The paper's Table VI: bacterial and viral pneumonia counted as one class.
-THREE_CLASS = {"covid": "covid", "normal": "normal", "pneumonia_bacterial": "pneumonia", "pneumonia_viral": "pneumonia"}
-
 
 def _ratio(num: float, den: float) -> float | None:
     return float(num / den) if den else None
@@ -62,9 +59,12 @@ def roc_auc_per_class(predictions: pd.DataFrame, classes: list[str]) -> dict[str
     return aucs
 
 
-def compute_metrics(predictions: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
-    """The metrics.json tree: accuracy, per-class scores, averages, confusion matrix, the paper's
-    3-class view, COVID-vs-rest screening figures and one-vs-rest ROC AUC."""
+def compute_metrics(predictions: pd.DataFrame, classes: list[str], groups: dict[str, list[str]] | None = None,
+                    screening: str | None = None) -> dict[str, Any]:
+    """The evidence.json tree's core: accuracy, per-class scores, averages, confusion matrix, the grouped
+    view (params ``class_groups``: the paper's 3 classes), the screening class against the rest (params
+    ``screening_class``: COVID-vs-rest) and one-vs-rest ROC AUC. Views params leave out are recorded as
+    not computed, with the reason."""
     actual, predicted = predictions["label"], predictions["predicted"]
     matrix = confusion(predictions, classes)
     scores = per_class_scores(matrix, classes)
@@ -75,15 +75,22 @@ def compute_metrics(predictions: pd.DataFrame, classes: list[str]) -> dict[str, 
         **averages(scores),
         "confusion_matrix": matrix_dict(matrix, classes),
     }
-    if set(classes) == set(THREE_CLASS):
-        three = [c for c in dict.fromkeys(THREE_CLASS.values())]
-        m3 = confusion_matrix(actual.map(THREE_CLASS), predicted.map(THREE_CLASS), labels=three)
-        result["three_class"] = {"accuracy": _ratio(np.trace(m3), m3.sum()), "confusion_matrix": matrix_dict(m3, three)}
-    if "covid" in classes:
-        covid = scores["covid"]
-        _, fn, _, tn = one_vs_rest(matrix, classes.index("covid"))
-        result["covid_vs_rest"] = {"sensitivity": covid["recall"], "specificity": covid["specificity"],
-                                   "ppv": covid["precision"], "npv": _ratio(tn, tn + fn)}
+    if groups:
+        group_of = {member: group for group, members in groups.items() for member in members}
+        names = list(groups)
+        grouped = confusion_matrix(actual.map(group_of), predicted.map(group_of), labels=names)
+        result["grouped"] = {"groups": groups, "accuracy": _ratio(np.trace(grouped), grouped.sum()),
+                             "confusion_matrix": matrix_dict(grouped, names)}
+    else:
+        result["grouped"] = {"not_computed": "params.yaml class_groups is empty"}
+    if screening:
+        screened = scores[screening]
+        _, fn, _, tn = one_vs_rest(matrix, classes.index(screening))
+        result["screening"] = {"class": screening, "sensitivity": screened["recall"],
+                               "specificity": screened["specificity"], "ppv": screened["precision"],
+                               "npv": _ratio(tn, tn + fn)}
+    else:
+        result["screening"] = {"not_computed": "params.yaml screening_class is not set"}
     result["roc_auc"] = roc_auc_per_class(predictions, classes)
     return result
 
@@ -100,10 +107,11 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
         "per_class": {c: {k: s[k] for k in HEADLINE_SCORES} for c, s in metrics["per_class"].items()},
         "confusion_matrix": metrics["confusion_matrix"],
     }
-    if "three_class" in metrics:
-        result["three_class_accuracy"] = metrics["three_class"]["accuracy"]
-    if "covid_vs_rest" in metrics:
-        result["covid_vs_rest"] = {k: metrics["covid_vs_rest"][k] for k in ("sensitivity", "specificity")}
+    if "accuracy" in metrics["grouped"]:
+        result["grouped_accuracy"] = metrics["grouped"]["accuracy"]
+    if "class" in metrics["screening"]:
+        result[f"{metrics['screening']['class']}_vs_rest"] = {k: metrics["screening"][k]
+                                                              for k in ("sensitivity", "specificity")}
     result["ece"] = metrics["calibration"]["ece"]
     return result
 
@@ -120,6 +128,7 @@ def metrics_table(metrics: dict[str, Any], classes: list[str]) -> str:
         s = metrics["per_class"][name]
         lines.append(f"{name:<22}{fmt(s['precision']):>7}{fmt(s['recall']):>7}{fmt(s['f1']):>7}"
                      f"{fmt(s['specificity']):>7}{sum(metrics['confusion_matrix'][name].values()):>5}")
-    if "three_class_accuracy" in metrics:
-        lines.append(f"3-class view (bacterial + viral = pneumonia) accuracy {fmt(metrics['three_class_accuracy'])}")
+    if "grouped_accuracy" in metrics:
+        lines.append(f"grouped view ({len(metrics['confusion_matrix'])} classes in groups, params class_groups) "
+                     f"accuracy {fmt(metrics['grouped_accuracy'])}")
     return "\n".join(lines)

@@ -8,7 +8,8 @@ from coronet.confounds import KERMANY_AGES, PROBE_WARNING_AUC
 
 # Khan, Shah, Bhat 2020, Tables IV-VI (the figures the paper reports; others are not restated here).
 IMAGE_LEVEL_NOTE = " With an image-level split shared patients are expected, and they inflate the results."
-PAPER = {"accuracy": 0.895, "covid precision": 0.97, "covid recall": 1.00, "3-class accuracy": 0.95}
+# The paper's reported figures; its screened class is COVID-19 and its grouped view has 3 classes.
+PAPER = {"accuracy": 0.895, "screening precision": 0.97, "screening recall": 1.00, "grouped accuracy": 0.95}
 
 
 def _pct(value: float | None) -> str:
@@ -24,9 +25,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def probe_sentence(name: str, probe: dict[str, float] | None) -> str:
-    if probe is None:
-        return f"- {name}: not measurable (the images come from a single source, or too few per source)."
+def probe_sentence(name: str, probe: dict[str, Any]) -> str:
+    if "not_computed" in probe:
+        return f"- {name}: not computed because {probe['not_computed']}."
     verdict = (f"**warning: at or above {PROBE_WARNING_AUC}, the source is readable from this input, so the "
                "data permit a shortcut**" if probe["auc"] >= PROBE_WARNING_AUC else "below the warning level")
     return (f"- {name}: cross-validated ROC AUC {probe['auc']:.3f}, balanced accuracy "
@@ -61,21 +62,25 @@ COVID-19" is a shortcut these data teach. Unchanged test accuracy: {_pct(stress[
 """
 
 
-def render(metrics: dict[str, Any], data: dict[str, Any], setup: dict[str, Any], licences: dict[str, int],
+def render(metrics: dict[str, Any], data: dict[str, Any], train: dict[str, Any], licences: dict[str, int],
            classes: list[str], stress: dict[str, Any] | None = None) -> str:
+    """``data``: metrics/data.json (counts, the split's settings, the download source); ``train``: the
+    train params the model was fitted with (models/run.json)."""
     ci = metrics["intervals"]
-    covid = metrics["per_class"].get("covid", {})
-    covid_ci = ci["per_class"].get("covid", {})
     results = [
         ["accuracy", _pct(metrics["accuracy"]) + _ci(ci["accuracy"]), _pct(PAPER["accuracy"])],
         ["macro F1", _pct(metrics["macro_avg"]["f1"]) + _ci(ci["macro_f1"]), "-"],
-        ["COVID-19 precision", _pct(covid.get("precision")) + _ci(covid_ci.get("precision")),
-         _pct(PAPER["covid precision"])],
-        ["COVID-19 recall (sensitivity)", _pct(covid.get("recall")) + _ci(covid_ci.get("recall")),
-         _pct(PAPER["covid recall"])],
-        ["3-class accuracy (bacterial + viral = pneumonia)", _pct(metrics.get("three_class", {}).get("accuracy")),
-         _pct(PAPER["3-class accuracy"])],
     ]
+    if screened := metrics["screening"].get("class"):  # params screening_class
+        scores, intervals = metrics["per_class"][screened], ci["per_class"][screened]
+        results += [[f"{screened} precision", _pct(scores["precision"]) + _ci(intervals["precision"]),
+                     _pct(PAPER["screening precision"])],
+                    [f"{screened} recall (sensitivity)", _pct(scores["recall"]) + _ci(intervals["recall"]),
+                     _pct(PAPER["screening recall"])]]
+    if groups := metrics["grouped"].get("groups"):  # params class_groups
+        view = "; ".join(f"{g} = {' + '.join(m)}" for g, m in groups.items() if len(m) > 1)
+        results.append([f"{len(groups)}-class accuracy ({view})", _pct(metrics["grouped"]["accuracy"]),
+                        _pct(PAPER["grouped accuracy"])])
     per_class = [[c, _pct(s["precision"]) + _ci(ci["per_class"][c]["precision"]),
                   _pct(s["recall"]) + _ci(ci["per_class"][c]["recall"]),
                   _pct(s["specificity"]) + _ci(ci["per_class"][c]["specificity"]),
@@ -91,8 +96,7 @@ def render(metrics: dict[str, Any], data: dict[str, Any], setup: dict[str, Any],
         breakdowns.append(f"By {title}:\n\n" + _table([title, "test images", "accuracy", "recall per class"], rows))
     probe = metrics["confound_probe"]
     leak = metrics["leakage"]
-    group_by = setup.get("split.group_by", "patient")
-    train = setup.get("train", {})
+    group_by = data["split"]["group_by"]
     licence_lines = "\n".join(f"  - {name or 'blank'}: {n} images" for name, n in sorted(licences.items()))
 
     return f"""# CoroNet model card
@@ -105,7 +109,7 @@ patients it would be used for.
 ## Data
 - Sources: Cohen et al. covid-chestxray-dataset (COVID-19; adults; per-image licences) and Kermany et al.
   ChestXRay2017 (normal, bacterial and viral pneumonia; children aged 1-5; CC BY 4.0).
-  Download source of this run: {setup.get("download.source", "unknown")}.
+  Download source of this run: {data["download_source"]}.
 - **Confound:** every COVID-19 image comes from one collection of adult images, every other class from a
   paediatric collection. Age, hospital, equipment and file format all differ with the label. Kermany
   files carry no per-image age; the band "{KERMANY_AGES}" is the cohort's, not a measurement.

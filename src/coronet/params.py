@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,37 @@ def class_names(params: dict[str, Any]) -> list[str]:
             isinstance(c, str) and c for c in classes):
         raise ParamsError(f"params.yaml: classes must be a non-empty list of unique names, got {classes!r}")
     return list(classes)
+
+
+@dataclass(frozen=True)
+class ClassScheme:
+    """The class list and what is derived from it: the grouped view (the paper's 3 classes) and the
+    class screened against the rest. The one place that knows them; everything else takes this."""
+
+    classes: list[str]
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    screening: str | None = None
+
+    def group_of(self) -> dict[str, str]:
+        return {member: group for group, members in self.groups.items() for member in members}
+
+
+def class_scheme(params: dict[str, Any]) -> ClassScheme:
+    """``classes``, ``class_groups`` and ``screening_class`` from params.yaml, checked against each other."""
+    classes = class_names(params)
+    groups = params.get("class_groups") or {}
+    if not isinstance(groups, dict) or not all(isinstance(v, list) and v for v in groups.values()):
+        raise ParamsError(f"params.yaml: class_groups must map group names to lists of classes, got {groups!r}")
+    members = [str(m) for v in groups.values() for m in v]
+    if unknown := sorted(set(members) - set(classes)):
+        raise ParamsError(f"params.yaml: class_groups names {unknown}, which are not in classes {classes}")
+    if groups and (sorted(members) != sorted(classes)):
+        raise ParamsError("params.yaml: class_groups must hold every class exactly once; "
+                          f"{sorted(set(classes) - set(members))} missing or some listed twice")
+    screening = params.get("screening_class")
+    if screening is not None and screening not in classes:
+        raise ParamsError(f"params.yaml: screening_class {screening!r} is not in classes {classes}")
+    return ClassScheme(classes, {str(g): [str(m) for m in v] for g, v in groups.items()}, screening)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

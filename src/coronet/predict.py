@@ -8,7 +8,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ import numpy as np
 from tqdm import tqdm
 
 from coronet.images import decode_grayscale, fit_square, model_input
-from coronet.metrics import THREE_CLASS
 
 MODEL_META = "run.json"  # written by the train stage beside the model
 
@@ -30,6 +29,7 @@ class Classifier:
     image_size: int
     resize_size: int
     resize_mode: str
+    groups: dict[str, list[str]] = field(default_factory=dict)  # params class_groups at training time
 
     @classmethod
     def load(cls, model_path: str | Path, meta_path: str | Path | None = None) -> Classifier:
@@ -41,7 +41,7 @@ class Classifier:
             raise FileNotFoundError(f"{meta_path} (written by the train stage beside the model) is missing")
         meta = json.loads(meta_path.read_text())["model"]
         return cls(load_model(model_path), list(meta["classes"]), int(meta["image_size"]),
-                   int(meta["resize"]["size"]), str(meta["resize"]["mode"]))
+                   int(meta["resize"]["size"]), str(meta["resize"]["mode"]), dict(meta.get("groups") or {}))
 
     def prepare(self, data: bytes) -> np.ndarray:
         """File bytes -> the model's input: the resize stage's steps, then the training input function."""
@@ -53,13 +53,10 @@ class Classifier:
         return np.asarray(self.model.predict_on_batch(batch), dtype=np.float64)
 
 
-def three_class(probabilities: np.ndarray, classes: list[str]) -> dict[str, float]:
-    """The paper's 3-class view: bacterial and viral probabilities summed as pneumonia."""
-    merged: dict[str, float] = {}
-    for name, p in zip(classes, probabilities, strict=True):
-        key = THREE_CLASS.get(name, name)
-        merged[key] = merged.get(key, 0.0) + float(p)
-    return merged
+def grouped(probabilities: np.ndarray, classes: list[str], groups: dict[str, list[str]]) -> dict[str, float]:
+    """The grouped view (params class_groups; the paper's 3 classes): each group's members summed."""
+    by_class = dict(zip(classes, map(float, probabilities), strict=True))
+    return {group: sum(by_class[m] for m in members) for group, members in groups.items()}
 
 
 def prepare_input(classifier: Classifier, load: Callable[[], bytes]) -> tuple[np.ndarray | None, str]:
@@ -122,9 +119,10 @@ def predict_files(classifier: Classifier, files: list[Path], batch_size: int, gr
         if p is not None:
             row.update({f"p_{c}": round(float(v), 6) for c, v in zip(classes, p, strict=True)})
             row["predicted"] = classes[int(np.argmax(p))]
-            merged = three_class(p, classes)
-            row.update({f"p3_{name}": round(v, 6) for name, v in merged.items()})
-            row["predicted_3class"] = max(merged, key=merged.get)
+            if classifier.groups:
+                merged = grouped(p, classes, classifier.groups)
+                row.update({f"pg_{name}": round(v, 6) for name, v in merged.items()})
+                row["predicted_group"] = max(merged, key=merged.get)
             if gradcam_dir is not None:
                 write_gradcam(classifier, array, gradcam_dir / names[path], gradcam_class)
         rows.append(row)

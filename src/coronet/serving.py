@@ -120,7 +120,7 @@ def input_example() -> pd.DataFrame:
     from coronet.synthetic import draw_xray
 
     buffer = io.BytesIO()
-    Image.fromarray(draw_xray(np.random.default_rng(0), "normal", 224)).save(buffer, format="PNG")
+    Image.fromarray(draw_xray(np.random.default_rng(0), "", 224)).save(buffer, format="PNG")  # no finding drawn
     return pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(buffer.getvalue()).decode()]})
 
 

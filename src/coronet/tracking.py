@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from coronet import paths
 from coronet.files import repository_root
 from coronet.params import flatten
 
@@ -132,13 +133,21 @@ class PipelineRun:
                   f"new run {self.run_id}")
         return self.active
 
-    def log_training(self, params: dict[str, Any], tags: dict[str, Any], datasets: dict[str, Any]) -> None:
-        """What a run trained on: params, tags, and one MLflow dataset per split (context = its role)."""
+    def log_training(self, params: dict[str, Any], frames: dict[str, Any], tags: dict[str, str]) -> None:
+        """What a run trains on: the train and resize params with the data stages' (from dvc.lock), tags
+        (``tags``, the data's hashes, git commit, split sizes), and one MLflow dataset per split."""
         import mlflow
 
-        self.call("log params", mlflow.log_params, params)
-        self.call("set tags", mlflow.set_tags, tags)
-        for context, (dataset, dataset_tags) in datasets.items():
+        # The data's hashes and archive checksums travel on the datasets (their digest and tags), not as run
+        # tags: the run page would show a dozen truncated hashes.
+        _, lineage_params = data_lineage()
+        self.call("log params", mlflow.log_params, {
+            **flatten({"train": params["train"], "resize": params["resize"]}), "seed": params["seed"],
+            "classes": ",".join(params["classes"]), **lineage_params})
+        self.call("set tags", mlflow.set_tags, {
+            **tags, "mlflow.source.git.commit": git_commit(),
+            "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""), **{f"images.{k}": len(v) for k, v in frames.items()}})
+        for context, (dataset, dataset_tags) in split_datasets(frames).items():
             self.call("log dataset", mlflow.log_input, dataset, context=context, tags=dataset_tags)
 
     def log_epoch(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
@@ -219,7 +228,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def data_lineage(lock_path: Path = Path("dvc.lock"), sources_path: Path = Path("data/raw/sources.json")
+def data_lineage(lock_path: Path = Path("dvc.lock"), sources_path: Path = paths.SOURCES
                  ) -> tuple[dict[str, str], dict[str, Any]]:
     """(tags, params) describing the data a run used.
 
@@ -248,7 +257,7 @@ ROLES = {"train": "training", "val": "validation", "test": "testing"}
 
 
 def split_datasets(frames: dict[str, Any], lock_path: Path = Path("dvc.lock"),
-                   sources_path: Path = Path("data/raw/sources.json")) -> dict[str, tuple[Any, dict[str, str]]]:
+                   sources_path: Path = paths.SOURCES) -> dict[str, tuple[Any, dict[str, str]]]:
     """One MLflow dataset per split (context: training / validation / testing -> (dataset, tags)).
 
     The digest is DVC's hash of the processed images, so runs on the same data share it; the tags name
@@ -261,7 +270,8 @@ def split_datasets(frames: dict[str, Any], lock_path: Path = Path("dvc.lock"),
     archives = json.loads(sources_path.read_text()).get("archives", {}) if sources_path.is_file() else {}
     tags = {"dvc.splits_md5": hashes.get("data/processed/splits.csv", ""),
             "sources": ",".join(sorted(archives)),
-            **{f"{name}.sha256": record["sha256"] for name, record in archives.items()}}
+            **{f"{name}.sha256": record["sha256"] for name, record in archives.items()},
+            **{f"{name}.url": record["url"] for name, record in archives.items()}}
     digest = hashes.get("data/processed/images", "")[:36] or None  # MLflow keeps 36 characters
     with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns that it is ambiguous
         warnings.simplefilter("ignore", UserWarning)

@@ -8,6 +8,7 @@ import json
 import random
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,53 @@ def throughput(clock: list[float], images: int) -> dict[str, float] | None:
     steady = seconds[1:] if len(seconds) > 1 else seconds
     return {"images_per_s": round(images / float(np.median(steady)), 2), "epochs": len(seconds),
             "first_epoch_s": round(float(seconds[0]), 2), "median_epoch_s": round(float(np.median(steady)), 2)}
+
+
+def fit(cfg: Section, classes: list[str], seed: int, frames: dict[str, Any], checkpoints: Checkpoints,
+        state: dict[str, Any] | None, history_path: Path, run: Any) -> tuple[Any, list[float]]:
+    """The paper's training: Adam on the train split with the authors' augmentation, watching the val
+    split; resumes from ``state``; after every epoch rewrites ``history_path``, logs the curves to ``run``
+    (a :class:`coronet.tracking.PipelineRun`) and saves a checkpoint (naming the run, to resume it); then,
+    if asked, re-estimates the BatchNorm statistics.
+    Returns the model and the wall time at the start and at each epoch's end."""
+    import math
+
+    import pandas as pd
+
+    from coronet.dataset import make_dataset
+    from coronet.files import write_csv
+
+    size, batch, epochs = int(cfg["image_size"]), int(cfg["batch_size"]), int(cfg["epochs"])
+    first_epoch = state["epoch"] if state else 0
+    val_ds = make_dataset(frames["val"], classes, size, batch)
+    # Every epoch's order and augmentation depend on (seed, epoch) alone: a resumed run continues both streams.
+    train_ds = make_dataset(frames["train"], classes, size, batch, augment=cfg["augment"], shuffle=True, seed=seed,
+                            first_epoch=first_epoch, epochs=epochs)
+    model = compiled_model(cfg, classes, checkpoints, state)
+    history, clock = list(state["history"]) if state else [], [time.perf_counter()]
+
+    def on_epoch_end(model: Any, epoch: int, logs: dict[str, float]) -> None:
+        clock.append(time.perf_counter())
+        history.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
+        # Written every epoch, so `dvc plots show` and the VS Code extension follow a run as it trains.
+        write_csv(history_path, pd.DataFrame(history).reindex(columns=HISTORY_COLUMNS))
+        run.log_epoch(epoch, logs, clock[-1] - clock[-2])
+        if cfg["checkpoint"]:
+            checkpoints.save(model, epoch, history, run.run_id)
+
+    if first_epoch < epochs:  # train_ds holds epochs first_epoch..epochs-1 back to back; it shuffles itself
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=first_epoch, verbose=2,
+                  steps_per_epoch=math.ceil(len(frames["train"]) / batch), callbacks=[epoch_callback(on_epoch_end)],
+                  shuffle=False)
+    if cfg["recalibrate_bn"]:
+        before = model.evaluate(val_ds, return_dict=True, verbose=0)
+        steps = recalibrate_batchnorm(model, make_dataset(frames["train"], classes, size, batch))
+        after = model.evaluate(val_ds, return_dict=True, verbose=0)
+        print(f"BatchNorm statistics re-estimated over {steps} training batches: val accuracy "
+              f"{before['accuracy']:.3f} -> {after['accuracy']:.3f}")
+        run.log_metrics({"bn_recalibration/val_before": before["accuracy"],
+                         "bn_recalibration/val_after": after["accuracy"]})
+    return model, clock
 
 
 def recalibrate_batchnorm(model: Any, dataset: Any) -> int:

@@ -88,7 +88,12 @@ def test_probe_detects_a_planted_source_and_not_an_absent_one():
     absent = source_probe(noise, source, 5, seed=0)
     assert found["auc"] > 0.95 and found["balanced_accuracy"] > 0.9
     assert 0.3 < absent["auc"] < 0.7 and absent["balanced_accuracy"] < 0.7
-    assert source_probe(noise, np.array(["kermany"] * 120), 5, seed=0) is None
+    assert source_probe(noise, np.array(["kermany"] * 120), 5, seed=0) == {
+        "not_computed": "every image comes from one source (kermany)"}
+    third = np.array(["a", "b", "c"] * 40)  # a third source keeps the probe on (one against the rest)
+    planted3 = noise.copy()
+    planted3[:, 0] += 4 * (third == "c")
+    assert source_probe(planted3, third, 5, seed=0)["auc"] > 0.7
 
 
 def test_leakage_counts():

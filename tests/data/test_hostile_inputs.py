@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, PngImagePlugin
+from test_dicom import RAMP, make_dicom
 
 from conftest import make_project, run_tool, set_params
 from coronet import synthetic
@@ -30,7 +31,6 @@ from coronet.images import ImageDecodeError, decode_grayscale
 from coronet.manifest import select
 from coronet.sources import Candidate
 from coronet.split import assign_splits, check_leakage
-from test_dicom import RAMP, make_dicom
 
 CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
 PAYLOAD = bytes(range(256)) * 2048  # 512 KiB
@@ -355,13 +355,13 @@ def test_dicom_pixel_limit_applies_before_decoding(monkeypatch):
 def test_deflated_dicom_is_never_inflated_past_the_limit(monkeypatch):
     from PIL import Image as PILImage
 
-    import coronet.dicom
+    import coronet.images
 
     # 120 kB of pixels that deflate to almost nothing: a small file claiming a large image.
     data = deflated_dicom(np.zeros((200, 300), np.uint16))
     assert len(data) < 2_000
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 10_000)
-    monkeypatch.setattr(coronet.dicom, "METADATA_ALLOWANCE", 0)
+    monkeypatch.setattr(coronet.images, "METADATA_ALLOWANCE", 0)
     with pytest.raises(ImageDecodeError, match="inflates to more than 20,000 bytes"):
         decode_grayscale(data)
 

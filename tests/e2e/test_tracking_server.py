@@ -15,8 +15,6 @@ import pytest
 
 from conftest import TINY, VENV_BIN, make_project, run_tool
 
-pytestmark = pytest.mark.slow
-
 
 def free_port() -> int:
     with socket.socket() as s:

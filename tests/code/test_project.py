@@ -32,6 +32,8 @@ def sections_read(script: str) -> set[str]:
     found = {a or b for a, b in STAGE_PARAM_ACCESS.findall(text)}
     if "class_names(params)" in text:
         found.add("classes")
+    if "class_scheme(params)" in text:
+        found |= {"classes", "class_groups", "screening_class"}
     return found
 
 
@@ -89,3 +91,18 @@ def test_train_depends_only_on_what_determines_the_weights():
     for module in ("metrics", "gradcam", "plots", "predict", "serving", "model_card", "stress"):
         assert f"src/coronet/{module}.py" not in train["deps"], module
     assert train["params"].count("tracking.experiment") == 1 and "serving" not in train["params"]
+
+
+def test_the_pipeline_files_are_named_as_dvc_yaml_declares_them():
+    """coronet.paths names each file once; each must be a dependency or output of a stage in dvc.yaml."""
+    from coronet import paths
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    declared = set()
+    for stage in stages.values():
+        for key in ("deps", "outs", "metrics", "plots"):
+            declared |= {next(iter(e)) if isinstance(e, dict) else e for e in stage.get(key, [])}
+    named = {str(v) for k, v in vars(paths).items() if k.isupper()}
+    folders = {"data/raw", "data/interim", "data/processed", "models", "metrics"}  # parents, not files
+    assert not {p for p in named - folders if p not in declared and not any(d.startswith(p + "/") for d in declared)}
+    assert {str(paths.MODEL), str(paths.HEADLINE), str(paths.SPLITS)} <= declared

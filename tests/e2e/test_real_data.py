@@ -18,8 +18,7 @@ import pytest
 from conftest import REFERENCE, make_project, run_tool
 
 REAL_MINI = REFERENCE / "real-mini"
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not REAL_MINI.is_dir(), reason="../shared/reference/real-mini is absent")]
+pytestmark = pytest.mark.skipif(not REAL_MINI.is_dir(), reason="../shared/reference/real-mini is absent")
 CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
 # The same X-ray (an 83-year-old man) uploaded under patients 193 and 195, cropped and contrast-changed
 # differently: found by looking at the two films side by side.

@@ -8,6 +8,7 @@ import pytest
 from coronet.metrics import compute_metrics
 
 CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
+GROUPS = {"covid": ["covid"], "normal": ["normal"], "pneumonia": ["pneumonia_bacterial", "pneumonia_viral"]}
 PAIRS = [  # (actual, predicted)
     ("covid", "covid"), ("covid", "covid"), ("covid", "covid"), ("covid", "normal"),
     ("normal", "normal"), ("normal", "normal"), ("normal", "pneumonia_viral"),
@@ -21,7 +22,7 @@ def metrics():
     frame = pd.DataFrame(PAIRS, columns=["label", "predicted"])
     for c in CLASSES:  # one-hot probabilities: AUC then has a closed form (ties count one half)
         frame[f"p_{c}"] = (frame["predicted"] == c).astype(float)
-    return compute_metrics(frame, CLASSES)
+    return compute_metrics(frame, CLASSES, GROUPS, "covid")
 
 
 def test_accuracy_and_confusion_matrix(metrics):
@@ -49,13 +50,23 @@ def test_averages(metrics):
     assert metrics["weighted_avg"]["recall"] == pytest.approx(0.6)  # support-weighted recall is accuracy
 
 
-def test_three_class_view_and_covid_screening(metrics):
-    three = metrics["three_class"]
-    assert three["accuracy"] == pytest.approx(0.8)
+def test_grouped_view_and_screening(metrics):
+    three = metrics["grouped"]
+    assert three["accuracy"] == pytest.approx(0.8) and three["groups"] == GROUPS
     assert three["confusion_matrix"]["pneumonia"] == {"covid": 0, "normal": 0, "pneumonia": 3}
     assert three["confusion_matrix"]["normal"] == {"covid": 0, "normal": 2, "pneumonia": 1}
-    assert metrics["covid_vs_rest"] == pytest.approx({"sensitivity": 0.75, "specificity": 1.0, "ppv": 1.0,
-                                                      "npv": 6 / 7})
+    screening = {k: v for k, v in metrics["screening"].items() if k != "class"}
+    assert metrics["screening"]["class"] == "covid"
+    assert screening == pytest.approx({"sensitivity": 0.75, "specificity": 1.0, "ppv": 1.0, "npv": 6 / 7})
+
+
+def test_views_params_leave_out_say_so():
+    frame = pd.DataFrame([("covid", "normal"), ("normal", "normal")], columns=["label", "predicted"])
+    for c in CLASSES:
+        frame[f"p_{c}"] = 0.25
+    out = compute_metrics(frame, CLASSES)
+    assert out["grouped"] == {"not_computed": "params.yaml class_groups is empty"}
+    assert "not_computed" in out["screening"]
 
 
 def test_roc_auc(metrics):

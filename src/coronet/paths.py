@@ -1,0 +1,32 @@
+"""The pipeline's files, named once, as dvc.yaml declares them (a test checks each is declared there).
+Stage scripts pass them to the library explicitly, so reading a stage shows what it reads and writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RAW = Path("data/raw")  # download: one folder per source with its archive
+SOURCES = RAW / "sources.json"
+INTERIM = Path("data/interim")  # merge
+MANIFEST = INTERIM / "manifest.csv"
+REJECTED = INTERIM / "rejected.csv"
+NEAR_DUPLICATES = INTERIM / "near_duplicates.csv"
+IMAGE_STATS = INTERIM / "image_stats.csv"
+PROCESSED = Path("data/processed")  # resize, split
+IMAGES = PROCESSED / "images"
+IMAGES_CSV = PROCESSED / "images.csv"
+SPLITS = PROCESSED / "splits.csv"
+DATA_METRICS = Path("metrics/data.json")
+MODELS = Path("models")  # train, package
+MODEL = MODELS / "coronet.keras"
+RUN = MODELS / "run.json"
+HISTORY = MODELS / "history.csv"
+PACKAGE = MODELS / "package.json"
+METRICS = Path("metrics")  # evaluate
+HEADLINE = METRICS / "metrics.json"
+EVIDENCE = METRICS / "evidence.json"
+STRESS = METRICS / "stress.json"
+PREDICTIONS = METRICS / "predictions.csv"
+MODEL_CARD = METRICS / "model_card.md"
+FIGURES = METRICS / "figures"
+CURVES = METRICS / "curves"
