@@ -3,6 +3,7 @@ them and the headline test metrics (``dvc exp show`` lists every param and metri
 
 from __future__ import annotations
 
+import ast
 import shutil
 from typing import Any
 
@@ -22,12 +23,16 @@ def column(row: dict[str, Any], key: str) -> Any:
     """A value of ``dvc.api.exp_show``'s row (DVC prefixes a column with its file when names clash), or
     None where the experiment has none (DVC shows "!")."""
     value = row[key] if key in row else next((v for k, v in row.items() if k.endswith(f":{key}")), None)
-    return None if value in ("!", "") else value
+    if isinstance(value, str) and value.startswith("["):  # DVC hands list params over as their repr
+        value = ast.literal_eval(value)
+    return None if value in ("!", "", "None") else value
 
 
 def text(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, list):
+        return "+".join(map(str, value))
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() and abs(value) >= 1 else f"{value:.4g}"
     return str(value)
