@@ -17,7 +17,8 @@ started=$(date +%s)
 echo "environment ready in $(( $(date +%s) - started )) s"
 PY=$PWD/.venv/bin/python
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
-"$PY" -c "import tensorflow as tf; print('TensorFlow', tf.__version__, 'sees', tf.config.list_physical_devices('GPU'))"
+"$PY" -c "from coronet.console import import_tensorflow_quietly as q; q(); import tensorflow as tf
+print('TensorFlow', tf.__version__, 'sees', tf.config.list_physical_devices('GPU'))"
 
 elapsed() { local tenths=$(( ($(date +%s%N) - $1) / 100000000 )); echo "$((tenths / 10)).$((tenths % 10))"; }
 
@@ -47,17 +48,17 @@ set_params download.source=synthetic download.synthetic.images_per_class="$IMAGE
     train.image_size="$SIZE" train.weights=none train.epochs="$EPOCHS" train.precision=auto \
     train.recalibrate_bn=true train.bn_momentum=0.9 train.learning_rate=0.001
 
-for stage in download merge resize split train evaluate; do
+for stage in download merge resize split train evaluate package; do
     t0=$(date +%s%N)
     dvc repro --single-item "$stage" > "$scratch/$stage.log" 2>&1 || { cat "$scratch/$stage.log"; exit 1; }
     echo "stage $stage: $(elapsed "$t0") s"
 done
-grep -h "training in\|training speed" "$scratch/train.log"
+grep -h "training in\|images/s" "$scratch/train.log"
 "$PY" -c "import json; m = json.load(open('metrics/metrics.json')); print('test accuracy', m['accuracy'])"
 
 set_params train.deterministic=false
 t0=$(date +%s%N)
 dvc repro --single-item train > "$scratch/train-nondet.log" 2>&1 || { cat "$scratch/train-nondet.log"; exit 1; }
 echo "stage train, deterministic=false: $(elapsed "$t0") s"
-grep -h "training speed" "$scratch/train-nondet.log" | sed 's/^/deterministic=false: /'
+grep -h "images/s" "$scratch/train-nondet.log" | sed 's/^/deterministic=false: /'
 echo "gpu_check done in $(( $(date +%s) - started )) s"
