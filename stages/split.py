@@ -37,7 +37,8 @@ def main() -> int:
                      **{k: int(v) for k, v in rejected["code"].value_counts().sort_index().items()}},
         "near_duplicates": {"pairs": len(near), "images": len(set(near["id_a"]) | set(near["id_b"]))},
         "leakage": leakage,
-        "split": {"group_by": group_by, "test_size": test_size, "val_size": val_size},  # for the model card
+        # for the model card; not "split", which would clash with the params section in `dvc exp show`
+        "split_settings": {"group_by": group_by, "test_size": test_size, "val_size": val_size},
         # Which downloads this data version came from, so `dvc metrics diff` shows an upstream change.
         "archives": {name: {k: record[k] for k in ("file", "url", "sha256")} for name, record in
                      sources["archives"].items()},

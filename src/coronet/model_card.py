@@ -96,7 +96,7 @@ def render(metrics: dict[str, Any], data: dict[str, Any], train: dict[str, Any],
         breakdowns.append(f"By {title}:\n\n" + _table([title, "test images", "accuracy", "recall per class"], rows))
     probe = metrics["confound_probe"]
     leak = metrics["leakage"]
-    group_by = data["split"]["group_by"]
+    group_by = data["split_settings"]["group_by"]
     licence_lines = "\n".join(f"  - {name or 'blank'}: {n} images" for name, n in sorted(licences.items()))
 
     return f"""# CoroNet model card
