@@ -36,7 +36,8 @@ def main() -> int:
     metrics = compute_metrics(predictions, scheme.classes, scheme.groups, scheme.screening)
     metrics.update(evidence.collect(predictions, images, pd.read_csv(paths.IMAGE_STATS), features, scheme.classes,
                                     cfg, seed))
-    write_json(paths.HEADLINE, headline(metrics))  # what `dvc exp show` compares
+    summary = headline(metrics)
+    write_json(paths.HEADLINE, summary)  # what `dvc exp show` compares
     write_json(paths.EVIDENCE, metrics)  # everything: intervals, breakdowns, probe, leakage
 
     curves = write_curves(predictions, scheme.classes, int(cfg["calibration_bins"]), paths.CURVES)
@@ -49,7 +50,7 @@ def main() -> int:
     with atomic_path(paths.MODEL_CARD) as tmp:
         tmp.write_text(card, encoding="utf-8")
 
-    print(metrics_table(headline(metrics), scheme.classes))
+    print(metrics_table(summary, scheme.classes))
     for warning in shortcut_warnings(metrics, stressed):
         print(warning)
     return 0

@@ -33,7 +33,8 @@ def main() -> int:
     record: dict = {"run_id": None, "model_uri": None, "registered_model": None, "version": None}
     if run.resume(trained.get("run_id")):
         model = run.log_model(paths.MODEL, functools.partial(log_pyfunc, paths.MODEL, paths.RUN, config))
-        test = tracking.split_datasets({"test": load_split("test", paths.IMAGES_CSV, paths.SPLITS)})["testing"][0]
+        test = tracking.split_datasets({"test": load_split("test", paths.IMAGES_CSV, paths.SPLITS)},
+                                      tracking.data_lineage()[0])["testing"][0]
         headline = json.loads(paths.HEADLINE.read_text())
         run.log_metrics(as_mlflow_metrics(headline), model_id=model.model_id if model else None, dataset=test)
         run.log_artifacts([paths.HEADLINE, paths.EVIDENCE, paths.STRESS, paths.PREDICTIONS, paths.MODEL_CARD],

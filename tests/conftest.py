@@ -6,10 +6,13 @@ import gzip
 import hashlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -157,6 +160,39 @@ def file_server() -> Iterator[FileServer]:
     yield server
     server.httpd.shutdown()
     server.httpd.server_close()
+
+
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never through a proxy
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(command: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None,
+                 timeout: float = 120) -> subprocess.Popen:
+    """Starts a server of the venv in its own session, its output in ``log`` (a pipe that fills would
+    block it), and waits until ``ready_url`` answers; fails with the log's tail if it dies or never does."""
+    process = subprocess.Popen(command, env={**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+                                             **(env or {})},
+                               stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            with LOOPBACK.open(ready_url, timeout=2):
+                return process
+        except OSError:
+            assert time.monotonic() < deadline, f"{command[0]} did not come up:\n{log.read_text()[-3000:]}"
+            time.sleep(1)
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 def tracked_files() -> list[str]:

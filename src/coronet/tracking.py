@@ -73,6 +73,7 @@ class PipelineRun:
     def __init__(self, experiment: str) -> None:
         self.experiment = experiment
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self.errors: list[str] = []
         self._monitor: Any = None
 
@@ -98,7 +99,7 @@ class PipelineRun:
         """Opens the run ``run_id`` (resume) or a new one; True if a run is open."""
         import mlflow
 
-        experiment_id = self.call("setup", configure, self.experiment)
+        experiment_id = self.experiment_id = self.call("setup", configure, self.experiment)
         if experiment_id is None:
             return False
         run = self.call("start run", mlflow.start_run, run_id=run_id, experiment_id=experiment_id, run_name=run_name)
@@ -117,8 +118,8 @@ class PipelineRun:
         """Reopens the train stage's run; if it is gone, opens a new one and says so."""
         import mlflow
 
-        experiment_id = self.call("setup", configure, self.experiment)
-        if experiment_id is None:
+        self.experiment_id = self.call("setup", configure, self.experiment)
+        if self.experiment_id is None:
             return False
         if run_id:
             try:
@@ -140,14 +141,14 @@ class PipelineRun:
 
         # The data's hashes and archive checksums travel on the datasets (their digest and tags), not as run
         # tags: the run page would show a dozen truncated hashes.
-        _, lineage_params = data_lineage()
+        hashes, lineage_params = data_lineage()
         self.call("log params", mlflow.log_params, {
             **flatten({"train": params["train"], "resize": params["resize"]}), "seed": params["seed"],
             "classes": ",".join(params["classes"]), **lineage_params})
         self.call("set tags", mlflow.set_tags, {
             **tags, "mlflow.source.git.commit": git_commit(),
             "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""), **{f"images.{k}": len(v) for k, v in frames.items()}})
-        for context, (dataset, dataset_tags) in split_datasets(frames).items():
+        for context, (dataset, dataset_tags) in split_datasets(frames, hashes).items():
             self.call("log dataset", mlflow.log_input, dataset, context=context, tags=dataset_tags)
 
     def log_epoch(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
@@ -181,10 +182,8 @@ class PipelineRun:
         from coronet.files import sha256_file
 
         digest = sha256_file(model_path)
-        run = self.call("find run", mlflow.get_run, self.run_id)
-        logged = self.call("search models", mlflow.search_logged_models, experiment_ids=[run.info.experiment_id],
-                           filter_string=f"source_run_id = '{self.run_id}'", output_format="list") if run else None
-        logged = logged or []
+        logged = self.call("search models", mlflow.search_logged_models, experiment_ids=[self.experiment_id],
+                           filter_string=f"source_run_id = '{self.run_id}'", output_format="list") or []
         same = [m for m in logged if (m.tags or {}).get(KERAS_DIGEST_TAG) == digest]
         if same:
             return same[0]
@@ -228,45 +227,34 @@ def git_commit() -> str:
         return "unknown"
 
 
-def data_lineage(lock_path: Path = Path("dvc.lock"), sources_path: Path = paths.SOURCES
-                 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """(tags, params) describing the data a run used.
-
-    Tags: the hash of every output of the data stages in dvc.lock and each archive's sha256.
-    Params: the params the data stages ran with, as dvc.lock recorded them (DVC writes each stage's
-    entry as it finishes, so train sees its upstream stages).
-    """
-    tags: dict[str, str] = {}
+def data_lineage(lock_path: Path = Path("dvc.lock")) -> tuple[dict[str, str], dict[str, Any]]:
+    """(hashes, params) of the data stages as dvc.lock recorded them: DVC's hash of each output by path,
+    and the params they ran with (DVC writes each stage's entry as it finishes, so train sees them)."""
+    hashes: dict[str, str] = {}
     params: dict[str, Any] = {}
     if lock_path.is_file():
         stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
         for name in ("download", "merge", "resize", "split"):
             stage = stages.get(name, {})
             for out in stage.get("outs", []):
-                tags[f"dvc.{out['path']}"] = str(out.get("md5") or out.get("hash") or "")
+                hashes[out["path"]] = str(out.get("md5") or out.get("hash") or "")
             for values in stage.get("params", {}).values():
                 params.update(flatten({k: v for k, v in values.items() if k.split(".")[0] == name}))
-    if sources_path.is_file():
-        for name, record in json.loads(sources_path.read_text()).get("archives", {}).items():
-            tags[f"data.{name}.sha256"] = record["sha256"]
-            tags[f"data.{name}.url"] = record["url"]
-    return tags, params
+    return hashes, params
 
 
 ROLES = {"train": "training", "val": "validation", "test": "testing"}
 
 
-def split_datasets(frames: dict[str, Any], lock_path: Path = Path("dvc.lock"),
-                   sources_path: Path = paths.SOURCES) -> dict[str, tuple[Any, dict[str, str]]]:
+def split_datasets(frames: dict[str, Any], hashes: dict[str, str], sources_path: Path = paths.SOURCES
+                   ) -> dict[str, tuple[Any, dict[str, str]]]:
     """One MLflow dataset per split (context: training / validation / testing -> (dataset, tags)).
 
-    The digest is DVC's hash of the processed images, so runs on the same data share it; the tags name
-    the split file's hash, the sources and each archive's sha256.
+    The digest is DVC's hash of the processed images (``hashes``, from :func:`data_lineage`), so runs on
+    the same data share it; the tags name the split file's hash, the sources and each archive's sha256.
     """
     import mlflow.data
 
-    hashes = {tag.removeprefix("dvc."): value for tag, value in data_lineage(lock_path, sources_path)[0].items()
-              if tag.startswith("dvc.")}
     archives = json.loads(sources_path.read_text()).get("archives", {}) if sources_path.is_file() else {}
     tags = {"dvc.splits_md5": hashes.get("data/processed/splits.csv", ""),
             "sources": ",".join(sorted(archives)),

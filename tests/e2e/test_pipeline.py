@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY, VENV_BIN, make_project, run_tool, set_params
+from conftest import LOOPBACK, TINY, VENV_BIN, free_port, make_project, run_tool, set_params, start_server, stop_server
 from coronet import synthetic
 
 
@@ -288,7 +288,6 @@ def test_real_layout_mirror_gives_a_correct_patient_disjoint_split(tmp_path, fil
 def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys, monkeypatch):
     """`mlflow models serve` on the registered model gives the probabilities `coronet predict` gives."""
     import os
-    import socket
     import urllib.request
     import zipfile
 
@@ -309,35 +308,20 @@ def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys,
     from_registry = json.loads(capsys.readouterr().out)
     assert [r["predicted"] for r in from_registry] == [r["predicted"] for r in expected]
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path / "server.log"  # a file, not a pipe: a full pipe would block the server
-    server = subprocess.Popen(
+    port = free_port()
+    server = start_server(
         [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/coronet@candidate", "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, **env, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"},
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback never goes through a proxy
+         "--host", "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/ping", tmp_path / "server.log", env,
+        timeout=240)
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert server.poll() is None, log.read_text()[-3000:]
-            try:
-                with local.open(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, f"the model server did not come up:\n{log.read_text()[-3000:]}"
-                time.sleep(1)
         body = {"dataframe_split": {"columns": ["image"],
                                     "data": [[base64.b64encode(p.read_bytes()).decode()] for p in files]}}
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
-        with local.open(request, timeout=120) as response:
+        with LOOPBACK.open(request, timeout=120) as response:
             served = json.loads(response.read())["predictions"]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_server(server)
     assert len(served) == len(expected) == 2
     for got, want in zip(served, expected, strict=True):
         assert got["predicted"] == want["predicted"] and got["error"] == ""

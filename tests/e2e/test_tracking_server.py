@@ -6,47 +6,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
-from conftest import TINY, VENV_BIN, make_project, run_tool
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import TINY, VENV_BIN, free_port, make_project, run_tool, start_server, stop_server
 
 
 @pytest.fixture
 def server(tmp_path):
     """A tracking server with its own SQLite store and artifact root, serving artifacts over HTTP."""
-    port, log = free_port(), tmp_path / "server.log"
-    process = subprocess.Popen(
+    port = free_port()
+    process = start_server(
         [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
          "--artifacts-destination", (tmp_path / "server-artifacts").as_uri()],
-        env={**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"},
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    local = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            with local.open(f"{url}/health", timeout=2):
-                break
-        except OSError:
-            assert time.monotonic() < deadline, f"mlflow server did not come up:\n{log.read_text()[-3000:]}"
-            time.sleep(1)
-    yield url, process
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        f"http://127.0.0.1:{port}/health", tmp_path / "server.log")
+    yield f"http://127.0.0.1:{port}", process
+    stop_server(process)
 
 
 def test_runs_metrics_artifacts_datasets_and_model_reach_a_tracking_server(server, tmp_path):
