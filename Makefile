@@ -15,19 +15,23 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export UV_LINK_MODE := copy
 
-.PHONY: venv venv-gpu venv-cpu lock demo test repro compare push pull remote ui lint bench clean-venv
+.PHONY: venv venv-gpu venv-cpu lock demo test test-fast repro compare shortcut-study push pull remote ui app \
+	server lint bench clean-venv
 
 venv: $(STAMP)
 
 # A fresh venv whenever the lock changes: one lock installed over another leaves packages behind, and
 # tensorflow-cpu and tensorflow own the same files. uv (itself hash-pinned) installs every package with
-# its hash checked; its cache makes a rebuild quick.
+# its hash checked; its cache makes a rebuild quick. Bytecode is compiled at install: where
+# PYTHONDONTWRITEBYTECODE is set (CI images often do) every process would otherwise compile TensorFlow,
+# MLflow and DVC from source again (measured here: 21 s against 8 s for their imports).
 $(STAMP): pyproject.toml $(LOCK) requirements/uv.txt
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/uv.txt
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install -qq --require-hashes --no-deps -r requirements/uv.txt
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python --require-hashes -r $(LOCK)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
+	$(BIN)/python -m coronet.experiments.offline_plots
 	touch $@
 
 # GPU machines: .venv rebuilt from requirements/gpu.txt (tensorflow[and-cuda] and its pinned CUDA packages).
@@ -54,6 +58,10 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest
 
+# The edit-test loop: the code and data tiers (no training, no DVC pipeline run).
+test-fast: venv
+	$(BIN)/python -m pytest -m "code or data"
+
 repro: venv
 	$(BIN)/dvc repro
 
@@ -74,6 +82,18 @@ remote: venv
 
 ui: venv
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+
+# The page for clinical researchers: one X-ray in; the answer, where the model looked, what to distrust.
+app: venv
+	$(BIN)/coronet app $(APP_ARGS)
+
+# The shortcut study: baseline, nuisance augmentation, source mixing and both, queued and run side by side.
+shortcut-study: venv
+	$(BIN)/coronet study $(STUDY_ARGS)
+
+# A team tracking server to try: PostgreSQL (initdb in .team-server/) behind `mlflow server` on 127.0.0.1:5000.
+server: venv
+	$(BIN)/python -m coronet.team_server
 
 lint: venv
 	$(BIN)/ruff check .

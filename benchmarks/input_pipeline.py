@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from coronet.dataset import make_dataset
-from coronet.model import build_model
-from coronet.params import class_names, load_params
+from coronet.model.dataset import make_dataset
+from coronet.model.network import build_model
+from coronet.params import ClassScheme, TrainParams, load_params
 
 
 def main() -> None:
@@ -27,8 +27,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=150)
     args = parser.parse_args()
     params = load_params()
-    classes, cfg = class_names(params), params["train"]
-    batch = int(cfg["batch_size"])
+    classes, cfg = ClassScheme.parse(params).classes, TrainParams.parse(params)
+    batch = cfg.batch_size
     import keras
 
     rng = np.random.default_rng(0)
@@ -39,7 +39,8 @@ def main() -> None:
             Image.fromarray(rng.integers(0, 255, (224, 224), dtype=np.uint8)).save(path)
             paths.append(str(path))
         frame = pd.DataFrame({"path": paths, "label": [classes[i % len(classes)] for i in range(len(paths))]})
-        pipeline = make_dataset(frame, classes, args.size, batch, augment=cfg["augment"], shuffle=True, seed=0)
+        pipeline = make_dataset(frame, classes, args.size, batch, augment=cfg.augment, shuffle=True, seed=0,
+                                deterministic=cfg.deterministic)
         x = rng.uniform(0, 255, (len(paths), args.size, args.size, 3)).astype("float32")
         y = keras.utils.to_categorical([i % len(classes) for i in range(len(paths))], len(classes))
         model = build_model(classes, args.size, "none")

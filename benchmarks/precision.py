@@ -1,16 +1,18 @@
-"""Training precision on this machine: float32 against mixed_bfloat16 for the paper's model (150 px,
-batch 10, the paper's augmentation), in one run.
+"""Training and inference precision on this machine: float32 against mixed_bfloat16 for the paper's model
+(150 px, batch 10, the paper's augmentation), in one run.
 
 Run: .venv/bin/python benchmarks/precision.py [--steps 8] [--repeats 5] [--skip-accuracy]
 
 - Speed: the same number of training steps under each policy, after a warm-up (tracing) each, fed by
-  the real tf.data pipeline (PNG decode, resize, augmentation) and by tensors already in memory;
-  the policies alternate, and the best of ``--repeats`` runs counts.
+  the real tf.data pipeline (PNG decode, resize, augmentation) and by tensors already in memory; then
+  inference (predict_on_batch of 32 images) under each; the policies alternate, the best of
+  ``--repeats`` runs counts.
 - Work: FLOPs of one training step (TensorFlow's profiler on the step's graph; it has no count for the
-  depthwise convolutions' gradients, which are added with the formula it uses for the forward ones), so
-  the achieved GFLOP/s can be set against the CPU's peak: cores x clock (measured with a dependent chain
-  of integer multiplies when gcc is there) x 64 float32 FLOPs per cycle (two AVX-512 FMA units), and against what a
-  large matrix product reaches here.
+  depthwise convolutions' gradients, which are added with the formula it uses for the forward ones) and
+  of one forward pass, so the achieved GFLOP/s can be set against the CPU's peak: cores x clock (measured
+  with a dependent chain of integer multiplies when gcc is there) x float32 FLOPs per cycle (64 with two
+  AVX-512 FMA units, 32 with two AVX2 ones), and against what a large matrix product reaches here in each
+  precision (the microbenchmark).
 - Accuracy: ``make demo``'s pipeline (synthetic source, 71 px, from scratch) under each policy, run with
   ``dvc repro`` in a scratch copy of the working tree: the test accuracy of each.
 The last line is ``bf16/fp32 training images/s: <ratio>`` (pipeline-fed).
@@ -33,14 +35,20 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from coronet.dataset import make_dataset
-from coronet.demo import OVERRIDES
-from coronet.model import build_model
-from coronet.params import Section, class_names, load_params
-from coronet.training import cpu_flags, set_precision, set_seeds
+from coronet.experiments.demo import OVERRIDES
+from coronet.model.dataset import make_dataset
+from coronet.model.network import build_model
+from coronet.model.runtime import cpu_flags, import_tensorflow_quietly, set_precision, set_seeds
+from coronet.params import ClassScheme, TrainParams, load_params, project_seed
 
 POLICIES = ("float32", "mixed_bfloat16")
-FP32_FLOPS_PER_CYCLE = 64  # per core: 2 AVX-512 FMA units x 16 float32 lanes x 2 FLOPs
+INFER_BATCH = 32
+
+
+def fp32_flops_per_cycle() -> tuple[int, str]:
+    """Per core: 2 FMA units x float32 lanes x 2 FLOPs (AVX-512: 16 lanes; AVX2: 8)."""
+    flags = cpu_flags()
+    return (64, "2 AVX-512 FMA units") if "avx512f" in flags else (32, "2 AVX2 FMA units")
 CLOCK_C = r"""
 #include <stdio.h>
 #include <time.h>
@@ -131,11 +139,36 @@ def timed_fit(model, data, steps: int, batch: int | None = None) -> tuple[float,
     return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
-def speed(args: argparse.Namespace, classes: list[str], cfg: Section, tmp: Path) -> dict[str, dict[str, float]]:
-    """Seconds per step, pipeline-fed and bare, per policy; and FLOPs per step."""
+def forward_flops(model, batch: int, size: int) -> float:
+    """FLOPs of one inference pass over a batch."""
+    import tensorflow as tf
+
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec((batch, size, size, 3))).graph
+    options = (tf.compat.v1.profiler.ProfileOptionBuilder(tf.compat.v1.profiler.ProfileOptionBuilder.float_operation())
+               .with_empty_output().build())
+    return float(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+
+
+def inference(models: dict, size: int, repeats: int) -> dict[str, float]:
+    """Seconds per inference batch of INFER_BATCH images per policy, alternating, best of ``repeats``."""
+    x = np.random.default_rng(1).uniform(0, 255, (INFER_BATCH, size, size, 3)).astype("float32")
+    for model in models.values():
+        model.predict_on_batch(x)  # warm-up
+    best = dict.fromkeys(models, float("inf"))
+    for _ in range(repeats):
+        for policy, model in models.items():
+            start = time.perf_counter()
+            model.predict_on_batch(x)
+            best[policy] = min(best[policy], time.perf_counter() - start)
+    return best
+
+
+def speed(args: argparse.Namespace, classes: list[str], cfg: TrainParams, tmp: Path) -> dict[str, dict[str, float]]:
+    """Seconds per step, pipeline-fed and bare, per policy; seconds per inference batch; FLOPs."""
     import keras
 
-    batch, rng = int(cfg["batch_size"]), np.random.default_rng(0)
+    batch, rng = cfg.batch_size, np.random.default_rng(0)
     frame = pd.DataFrame({"path": write_pngs(tmp, args.steps * batch, rng)})
     frame["label"] = [classes[i % len(classes)] for i in range(len(frame))]
     bare = (rng.uniform(0, 255, (len(frame), args.size, args.size, 3)).astype("float32"),
@@ -146,8 +179,8 @@ def speed(args: argparse.Namespace, classes: list[str], cfg: Section, tmp: Path)
         models[policy] = build_model(classes, args.size, "none")
         models[policy].compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy",
                                metrics=["accuracy"])
-        pipelines[policy] = make_dataset(frame, classes, args.size, batch, augment=cfg["augment"], shuffle=True,
-                                         seed=0, epochs=args.repeats + 1)
+        pipelines[policy] = make_dataset(frame, classes, args.size, batch, augment=cfg.augment, shuffle=True,
+                                         seed=0, epochs=args.repeats + 1, deterministic=cfg.deterministic)
         timed_fit(models[policy], pipelines[policy], args.steps)  # warm-up: tracing, fills the decode cache
         timed_fit(models[policy], bare, args.steps, batch)
     results = {policy: {"pipeline": float("inf"), "bare": float("inf"), "cpu": []} for policy in POLICIES}
@@ -162,8 +195,11 @@ def speed(args: argparse.Namespace, classes: list[str], cfg: Section, tmp: Path)
             results[policy]["pipeline"] = min(results[policy]["pipeline"], pipeline_s)
             results[policy]["bare"] = min(results[policy]["bare"], bare_s)
             results[policy]["cpu"].append(pipeline_cpu)
+    results["infer"] = inference(models, args.size, args.repeats)
     set_precision("float32")
-    results["flops"] = {"step": step_flops(build_model(classes, args.size, "none"), batch, args.size, len(classes))}
+    model = build_model(classes, args.size, "none")
+    results["flops"] = {"step": step_flops(model, batch, args.size, len(classes)),
+                        "forward": forward_flops(model, INFER_BATCH, args.size)}
     return results
 
 
@@ -208,29 +244,37 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-accuracy", action="store_true", help="skip the demo pipeline under each policy")
     args = parser.parse_args()
+    import_tensorflow_quietly()
     params = load_params()
-    classes, cfg, seed = class_names(params), params["train"], params.integer("seed")
-    batch, cores = int(cfg["batch_size"]), len(os.sched_getaffinity(0))
-    set_seeds(seed, cfg.flag("deterministic"))  # as the train stage runs
+    classes, cfg, seed = ClassScheme.parse(params).classes, TrainParams.parse(params), project_seed(params)
+    batch, cores = cfg.batch_size, len(os.sched_getaffinity(0))
+    set_seeds(seed, cfg.deterministic)  # as the train stage runs
     print(f"CPU: {cores} cores; bfloat16 instructions: {sorted(cpu_flags() & {'avx512_bf16', 'amx_bf16'}) or 'none'}")
     with tempfile.TemporaryDirectory() as tmp:
         print(f"{args.steps} training steps of batch {batch} at {args.size} px, best of {args.repeats}:")
         results = speed(args, classes, cfg, Path(tmp))
         accuracy = None if args.skip_accuracy else demo_accuracy(Path(tmp))
     mhz, how = clock_mhz()
-    peak = cores * mhz * 1e6 * FP32_FLOPS_PER_CYCLE / 1e9
-    flops = results["flops"]["step"]
-    print(f"FLOPs per training step: {flops / 1e9:.1f} G ({flops / batch / 1e9:.2f} G per image)")
-    print(f"peak float32 (AVX-512 FMA): {cores} cores x {mhz:.0f} MHz ({how}) x {FP32_FLOPS_PER_CYCLE} = "
-          f"{peak:.0f} GFLOP/s; a {2048}^2 matrix product reaches {matmul_gflops('float32'):.0f} (float32), "
-          f"{matmul_gflops('bfloat16'):.0f} (bfloat16) GFLOP/s")
+    per_cycle, units = fp32_flops_per_cycle()
+    peak = cores * mhz * 1e6 * per_cycle / 1e9
+    flops, forward = results["flops"]["step"], results["flops"]["forward"]
+    print(f"FLOPs per training step: {flops / 1e9:.1f} G ({flops / batch / 1e9:.2f} G per image); per inference "
+          f"image {forward / INFER_BATCH / 1e9:.2f} G")
+    ceiling = {dtype: matmul_gflops(dtype) for dtype in ("float32", "bfloat16")}
+    print(f"peak float32 ({units}): {cores} cores x {mhz:.0f} MHz ({how}) x {per_cycle} = {peak:.0f} GFLOP/s; "
+          f"a 2048^2 matrix product reaches {ceiling['float32']:.0f} GFLOP/s in float32 "
+          f"({100 * ceiling['float32'] / peak:.0f}% of peak), {ceiling['bfloat16']:.0f} in bfloat16")
     for policy in POLICIES:
         for feed in ("pipeline", "bare"):
             seconds = results[policy][feed]
-            print(f"{policy:15s} {feed:8s} {seconds:.3f} s/step  {batch / seconds:5.1f} images/s  "
+            print(f"{policy:15s} train {feed:8s} {seconds:.3f} s/step  {batch / seconds:6.1f} images/s  "
                   f"{flops / seconds / 1e9:6.1f} GFLOP/s  {100 * flops / seconds / 1e9 / peak:4.1f}% of float32 peak")
+        seconds = results["infer"][policy]
+        print(f"{policy:15s} infer          {seconds:.3f} s/batch {INFER_BATCH / seconds:6.1f} images/s  "
+              f"{forward / seconds / 1e9:6.1f} GFLOP/s  {100 * forward / seconds / 1e9 / peak:4.1f}% of float32 peak")
         overhead = results[policy]["pipeline"] / results[policy]["bare"] - 1
         print(f"{policy:15s} input pipeline overhead {100 * overhead:+.1f}% (goal < 10%)")
+    print(f"bf16/fp32 inference images/s: {results['infer']['float32'] / results['infer']['mixed_bfloat16']:.2f}")
     if accuracy:
         noise = np.sqrt(0.25 / accuracy["test_images"])
         print(f"make demo's pipeline, test accuracy on {accuracy['test_images']} images: "

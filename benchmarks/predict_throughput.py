@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from coronet.files import write_json
-from coronet.params import class_names, load_params
-from coronet.predict import Classifier, predict_files
+from coronet.model.classifier import Classifier
+from coronet.params import ClassScheme, load_params
+from coronet.records import ModelContract, RunRecord
+from coronet.serving.predict import predict_files
 
 
 def main() -> None:
@@ -29,14 +30,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=150)
     parser.add_argument("--side", type=int, default=1024)
     args = parser.parse_args()
-    classes = class_names(load_params())
-    from coronet.model import build_model
+    classes = ClassScheme.parse(load_params()).classes
+    from coronet.model.network import build_model
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         build_model(classes, args.size, "none").save(root / "coronet.keras")
-        write_json(root / "run.json", {"model": {"classes": classes, "image_size": args.size, "weights": "none",
-                                                 "resize": {"size": 224, "mode": "stretch"}}})
+        RunRecord(None, "coronet", "", [], {}, 0, "float32", None,
+                  ModelContract(classes, {}, None, args.size, None, 224, "stretch")).write(root / "run.json")
         rng = np.random.default_rng(0)
         files = []
         for i in range(args.images):

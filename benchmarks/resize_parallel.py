@@ -23,7 +23,7 @@ import pandas as pd
 import psutil
 from PIL import Image
 
-from coronet.resize import resize_all
+from coronet.data.resize import resize_all
 
 
 def make_archive(path: Path, count: int, side: int) -> pd.DataFrame:

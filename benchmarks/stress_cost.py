@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from coronet import stress, synthetic
-from coronet.dataset import make_dataset
-from coronet.params import class_names, load_params
-from coronet.predict import Classifier
+from coronet.data.phantom import draw_xray
+from coronet.evaluation import stress
+from coronet.model.classifier import Classifier
+from coronet.model.dataset import make_dataset
+from coronet.params import EvaluateParams, load_params
 
 
 def main() -> None:
@@ -31,12 +32,10 @@ def main() -> None:
     args = parser.parse_args()
     import keras
 
-    from coronet.model import build_model
+    from coronet.model.network import build_model
 
-    params = load_params()
-    classes, cfg = class_names(params), params["evaluate"]
-    transforms, _ = stress.check_params(cfg["stress"])
-    batch = cfg.integer("batch_size", 1)
+    cfg = EvaluateParams.parse(load_params())
+    classes, transforms, batch = cfg.scheme.classes, cfg.stress.transforms, cfg.batch_size
     keras.utils.set_random_seed(0)
     classifier = Classifier(build_model(classes, args.size, "none"), classes, args.size, 224, "stretch")
     rng = np.random.default_rng(0)
@@ -44,7 +43,7 @@ def main() -> None:
         paths = []
         for k in range(args.images):
             path = Path(tmp) / f"{k}.png"
-            Image.fromarray(synthetic.draw_xray(rng, classes[k % len(classes)], 224)).save(path)
+            Image.fromarray(draw_xray(rng, classes[k % len(classes)], 224)).save(path)
             paths.append(str(path))
         frame = pd.DataFrame({"path": paths, "label": [classes[k % len(classes)] for k in range(args.images)]})
         classifier.model.predict(make_dataset(frame.head(batch), classes, args.size, batch), verbose=0)  # warm-up
@@ -52,7 +51,7 @@ def main() -> None:
         classifier.model.predict(make_dataset(frame, classes, args.size, batch), verbose=0)
         evaluation = time.perf_counter() - started
         started = time.perf_counter()
-        stress.run(classifier, stress.load_images(paths), list(frame["label"]), transforms, 0, batch)
+        stress.run(classifier, stress.decode_files(paths), list(frame["label"]), transforms, 0, batch)
         stressed = time.perf_counter() - started
     copies = 1 + sum(map(len, transforms.values()))
     print(f"{args.images} test images at {args.size} px, batch {batch}")

@@ -1,57 +1,56 @@
-"""Stage evaluate: one prediction pass over the test split; every metric from metrics/predictions.csv,
-with the evidence around it (intervals, calibration, breakdowns, confound probe, leakage, stress tests),
-curves, figures and a model card."""
+"""Stage evaluate: one prediction pass over every image; every metric from metrics/predictions.csv, with the
+evidence around it (intervals, calibration, breakdowns, confound probe, same-source controls, leakage, stress
+tests), curves, figures and a model card."""
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
-from coronet import evidence, paths
-from coronet.console import import_tensorflow_quietly
-from coronet.dataset import load_images
+from coronet import paths
 from coronet.errors import ParamsError, run_stage
-from coronet.evaluation import check_params, predict_all, shortcut_warnings, stress_tests, write_curves, write_figures
+from coronet.evaluation import evidence
+from coronet.evaluation.metrics import compute_metrics, headline, metrics_table
+from coronet.evaluation.model_card import render
+from coronet.evaluation.steps import predict_all, shortcut_warnings, stress_tests, write_curves, write_figures
 from coronet.files import atomic_path, write_json
-from coronet.metrics import compute_metrics, headline, metrics_table
-from coronet.model_card import render
-from coronet.params import class_scheme, load_params
-from coronet.predict import Classifier
+from coronet.model.classifier import Classifier
+from coronet.model.dataset import read_index
+from coronet.model.runtime import import_tensorflow_quietly
+from coronet.params import EvaluateParams, load_params
+from coronet.records import DataRecord, RunRecord
 
 
 def main() -> int:
-    params = load_params()
-    cfg, scheme, seed = params["evaluate"], class_scheme(params), params.integer("seed")
-    batch, transforms, warn_flip_rate = check_params(cfg)
+    cfg = EvaluateParams.parse(load_params())
+    scheme = cfg.scheme
     classifier = Classifier.load(paths.MODEL, paths.RUN)
     if classifier.classes != scheme.classes:
         raise ParamsError(f"the model's classes {classifier.classes} differ from params classes {scheme.classes}: "
                           "rerun training (dvc repro)")
     manifest = pd.read_csv(paths.MANIFEST, dtype=str, keep_default_na=False)
-    images = load_images(paths.IMAGES_CSV, paths.SPLITS).merge(manifest[["id", "age"]], on="id", validate="one_to_one")
+    images = read_index(paths.IMAGES_CSV, paths.SPLITS).merge(manifest[["id", "age"]], on="id", validate="one_to_one")
     test = images[images["split"] == "test"].reset_index(drop=True)
 
-    predictions, features = predict_all(classifier, images, batch, paths.PREDICTIONS)
+    predictions, controls, features = predict_all(classifier, images, cfg.batch_size, paths.PREDICTIONS,
+                                                  paths.CONTROLS)
     metrics = compute_metrics(predictions, scheme.classes, scheme.groups, scheme.screening)
-    metrics.update(evidence.collect(predictions, images, pd.read_csv(paths.IMAGE_STATS), features, scheme.classes,
-                                    cfg, seed))
+    metrics.update(evidence.collect(predictions, controls, images, pd.read_csv(paths.IMAGE_STATS), features, cfg))
     summary = headline(metrics)
     write_json(paths.HEADLINE, summary)  # what `dvc exp show` compares
-    write_json(paths.EVIDENCE, metrics)  # everything: intervals, breakdowns, probe, leakage
+    write_json(paths.EVIDENCE, metrics)  # everything: intervals, breakdowns, probe, controls, leakage
 
-    curves = write_curves(predictions, scheme.classes, int(cfg["calibration_bins"]), paths.CURVES)
-    write_figures(predictions, test, classifier, curves, metrics["calibration"]["ece"], paths.HISTORY,
-                  int(cfg["gradcam_per_class"]), paths.FIGURES)
-    stressed = stress_tests(classifier, test, transforms, warn_flip_rate, seed, batch, paths.STRESS,
-                            paths.FIGURES / "stress.png")
-    card = render(metrics, json.loads(paths.DATA_METRICS.read_text()), json.loads(paths.RUN.read_text())["train"],
+    curves = write_curves(predictions, scheme.classes, cfg.calibration_bins, paths.CURVES)
+    empty_maps = write_figures(predictions, test, classifier, curves, metrics["calibration"]["ece"], paths.HISTORY,
+                               cfg.gradcam_per_class, paths.FIGURES)
+    stressed = stress_tests(classifier, test, cfg.stress, cfg.seed, cfg.batch_size, cfg.ci_level, paths.STRESS,
+                            paths.FIGURES / "stress.png", scheme.screening)
+    card = render(metrics, DataRecord.read(paths.DATA_METRICS).to_json(), RunRecord.read(paths.RUN).train,
                   manifest["licence"].value_counts().to_dict(), scheme.classes, stressed)
     with atomic_path(paths.MODEL_CARD) as tmp:
         tmp.write_text(card, encoding="utf-8")
 
     print(metrics_table(summary, scheme.classes))
-    for warning in shortcut_warnings(metrics, stressed):
+    for warning in shortcut_warnings(metrics, stressed, empty_maps):
         print(warning)
     return 0
 

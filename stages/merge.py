@@ -1,4 +1,4 @@
-"""Stage merge: the chosen images of both sources as one manifest, and every record turned down."""
+"""Stage merge: the chosen images of every source as one manifest, and every record turned down."""
 
 from __future__ import annotations
 
@@ -7,48 +7,46 @@ import json
 import pandas as pd
 
 from coronet import paths
-from coronet.errors import DataError, ParamsError, run_stage
+from coronet.data import sources
+from coronet.data.manifest import select
+from coronet.errors import DataError, run_stage
 from coronet.files import write_csv
-from coronet.manifest import select
-from coronet.params import class_names, load_params
-from coronet.sources import covid, kermany
+from coronet.params import MergeParams, load_params
 
 
 def main() -> int:
-    params = load_params()
-    cfg, classes, seed = params["merge"], class_names(params), params.integer("seed")
-    counts = {label: cfg["counts"].integer(label, low=0) for label in classes}
-    max_distance = cfg.integer("near_duplicate_max_distance", low=0)
-    if not isinstance(cfg["views"], list) or not cfg["views"]:
-        raise ParamsError(f"params.yaml: merge.views must be a list of views such as [PA, AP], got {cfg['views']!r}")
-    archives = {name: paths.RAW / name / rec["file"]
-                for name, rec in json.loads(paths.SOURCES.read_text())["archives"].items()}
-    pool_covid, rejected_covid = covid.candidates(archives["covid"], cfg["views"], cfg.text("covid_finding"))
-    pool_kermany, rejected_kermany = kermany.candidates(archives["kermany"])
-    selection = select(pool_covid + pool_kermany, counts, classes, seed)
-    selection.rejected[:0] = rejected_covid + rejected_kermany
+    cfg = MergeParams.parse(load_params())
+    archives = json.loads(paths.SOURCES.read_text())["archives"]
+    pool, rejected_by_sources = [], []
+    for name, record in archives.items():
+        found, turned_down = sources.get(name).candidates(paths.ARCHIVES / record["file"], cfg)
+        pool += found
+        rejected_by_sources += turned_down
+    selection = select(pool, cfg)
+    selection.rejected[:0] = rejected_by_sources
+    selection.group_near_duplicates(cfg.near_duplicate_max_distance)
+    selection.separate_controls(cfg.controls.role)
     rejected = selection.rejected_frame()
     write_csv(paths.REJECTED, rejected)  # written first: it explains a failure below
-    if missing := selection.missing_classes(classes):
+    if missing := selection.missing_classes(cfg.classes):
         raise DataError(f"no usable image for class {'; '.join(missing)}; every record turned down is listed with "
                         f"its reason in {paths.REJECTED}. Check the archives (download) and merge.views / "
                         "merge.covid_finding.")
-    selection.group_near_duplicates(max_distance)
     manifest = selection.manifest()
     write_csv(paths.MANIFEST, manifest)
     write_csv(paths.NEAR_DUPLICATES, selection.near_duplicates)
     write_csv(paths.IMAGE_STATS, selection.stats_frame())
 
-    table = pd.crosstab(manifest["label"], manifest["source"]).reindex(classes, fill_value=0)
+    table = pd.crosstab(manifest["label"].replace("", "(no class)"), [manifest["cohort"], manifest["source"]])
     print(table.to_string())
     print(f"{len(manifest)} images chosen; {len(rejected)} records rejected "
           f"({rejected['code'].value_counts().to_dict()}), see {paths.REJECTED}")
     pairs = selection.near_duplicates
     if len(pairs):
         across = int((pairs["label_a"] != pairs["label_b"]).sum())
-        print(f"{len(pairs)} near-duplicate pair(s) (perceptual hash within {max_distance} bits), kept together by the "
-              f"split; see {paths.NEAR_DUPLICATES}" + (f"; {across} pair(s) carry different labels" if across
-                                                                  else ""))
+        print(f"{len(pairs)} near-duplicate pair(s) (perceptual hash within {cfg.near_duplicate_max_distance} bits), "
+              f"kept together by the split; see {paths.NEAR_DUPLICATES}"
+              + (f"; {across} pair(s) carry different labels" if across else ""))
     for label, (wanted, got) in selection.shortfall.items():
         print(f"note: {label}: {wanted} wanted, only {got} usable images exist; took all of them")
     return 0

@@ -2,20 +2,24 @@
 test metrics (linked to the logged model and the test dataset), the evidence, the figures, the model
 itself (from code, with signature, input example and requirements) and the registry alias @candidate.
 
-It runs after evaluate, so the train stage depends only on what determines the weights."""
+It runs after evaluate, so the train stage depends only on what determines the weights. A new model is
+logged (and registered as a new version) whenever what it serves changes: the model file, run.json, the
+serving params or the serving code."""
 
 from __future__ import annotations
 
 import functools
 import json
 
-from coronet import paths, tracking
-from coronet.console import import_tensorflow_quietly
-from coronet.dataset import load_split
+from coronet import lineage, paths, tracking
 from coronet.errors import run_stage
-from coronet.files import write_json
-from coronet.params import flatten, load_params
-from coronet.serving import log_pyfunc
+from coronet.model.dataset import load_split
+from coronet.model.runtime import import_tensorflow_quietly
+from coronet.params import ServingParams, TrackingParams, flatten, load_params
+from coronet.records import PackageRecord, RunRecord
+from coronet.serving.pyfunc import log_pyfunc, served_digest
+
+SERVED = {"keras_model": paths.MODEL, "meta": paths.RUN, "stress": paths.STRESS}
 
 
 def as_mlflow_metrics(headline: dict) -> dict[str, float]:
@@ -26,26 +30,30 @@ def as_mlflow_metrics(headline: dict) -> dict[str, float]:
 
 def main() -> int:
     params = load_params()
-    tracking_cfg, serving_cfg = params["tracking"], params["serving"]
-    config = {key: serving_cfg.integer(key, 1) for key in ("max_rows", "batch_size")}
-    trained = json.loads(paths.RUN.read_text())
-    run = tracking.PipelineRun(tracking_cfg["experiment"])
-    record: dict = {"run_id": None, "model_uri": None, "registered_model": None, "version": None}
-    if run.resume(trained.get("run_id")):
-        model = run.log_model(paths.MODEL, functools.partial(log_pyfunc, paths.MODEL, paths.RUN, config))
-        test = tracking.split_datasets({"test": load_split("test", paths.IMAGES_CSV, paths.SPLITS)},
-                                      tracking.data_lineage()[0])["testing"][0]
+    names, serving = TrackingParams.parse(params), ServingParams.parse(params)
+    trained = RunRecord.read(paths.RUN)
+    config = serving.as_dict()
+    digest = served_digest(SERVED, config)
+    run = tracking.PipelineRun(names.experiment)
+    record = PackageRecord(None, None, None, None, digest, tracking.shown_uri(), [])
+    if run.resume(trained.run_id):
+        model = tracking.servable_model(run, digest, functools.partial(log_pyfunc, SERVED, config))
+        hashes = lineage.data_lineage()[0]
+        archives = json.loads(paths.SOURCES.read_text())["archives"]
+        test = tracking.split_datasets({"test": load_split("test", paths.IMAGES_CSV, paths.SPLITS)}, hashes,
+                                       archives)["testing"][0]
         headline = json.loads(paths.HEADLINE.read_text())
         run.log_metrics(as_mlflow_metrics(headline), model_id=model.model_id if model else None, dataset=test)
-        run.log_artifacts([paths.HEADLINE, paths.EVIDENCE, paths.STRESS, paths.PREDICTIONS, paths.MODEL_CARD],
-                          {"figures": paths.FIGURES, "curves": paths.CURVES})
-        version = run.register(model, tracking_cfg["registered_model"]) if model else None
+        run.log_artifacts([paths.HEADLINE, paths.EVIDENCE, paths.STRESS, paths.PREDICTIONS, paths.CONTROLS,
+                           paths.MODEL_CARD], {"figures": paths.FIGURES, "curves": paths.CURVES})
+        version = tracking.register(run, model, names.registered_model) if model else None
         run.end()
-        record.update(run_id=run.run_id, model_uri=f"models:/{model.model_id}" if model else None,
-                      registered_model=tracking_cfg["registered_model"] if version else None, version=version)
+        record.run_id, record.model_uri = run.run_id, f"models:/{model.model_id}" if model else None
+        record.registered_model, record.version = (names.registered_model, version) if version else (None, None)
         if version:
-            print(f"registered {tracking_cfg['registered_model']} version {version} as @candidate")
-    write_json(paths.PACKAGE, {**record, "tracking_uri": tracking.tracking_uri(), "errors": run.errors})
+            print(f"registered {names.registered_model} version {version} as @candidate")
+    record.errors = run.errors
+    record.write(paths.PACKAGE)
     return 0
 
 

@@ -5,26 +5,24 @@ from __future__ import annotations
 import pandas as pd
 
 from coronet import paths
+from coronet.data.resize import resize_all
 from coronet.errors import run_stage
 from coronet.files import atomic_dir, write_csv
-from coronet.images import RESIZE_MODES
-from coronet.params import load_params
-from coronet.resize import resize_all
+from coronet.params import ResizeParams, load_params
 
-INDEX_COLUMNS = ["id", "label", "source", "patient_id", "sha256", "pixel_sha256", "near_duplicate_group",
-                 "png_sha256", "path"]
+INDEX_COLUMNS = ["id", "label", "cohort", "source", "patient_id", "finding", "sha256", "pixel_sha256",
+                 "near_duplicate_group", "png_sha256", "path"]
 
 
 def main() -> int:
-    cfg = load_params()["resize"]
-    size, mode, workers = cfg.integer("size", low=8), cfg.choice("mode", RESIZE_MODES), cfg.integer("workers", low=0)
+    cfg = ResizeParams.parse(load_params())
     manifest = pd.read_csv(paths.MANIFEST, dtype=str, keep_default_na=False)
     with atomic_dir(paths.IMAGES) as tmp:
-        written = resize_all(manifest, tmp, size, mode, workers)
+        written = resize_all(manifest, tmp, cfg.size, cfg.mode, cfg.workers)
     index = manifest.merge(written, on="id", validate="one_to_one")
     index["path"] = [str(paths.IMAGES / f"{i}.png") for i in index["id"]]
     write_csv(paths.IMAGES_CSV, index[INDEX_COLUMNS])
-    print(f"{len(index)} images written to {paths.IMAGES} at {size} px ({mode})")
+    print(f"{len(index)} images written to {paths.IMAGES} at {cfg.size} px ({cfg.mode})")
     return 0
 
 

@@ -2,57 +2,73 @@
 
 from __future__ import annotations
 
-import os
+import json
 
-from coronet import paths, tracking
-from coronet.console import import_tensorflow_quietly
-from coronet.dataset import load_split
+import pandas as pd
+
+from coronet import lineage, paths, tracking
 from coronet.errors import run_stage
-from coronet.files import atomic_path, sha256_file, write_json
-from coronet.model import inference_copy
-from coronet.params import class_scheme, load_params
-from coronet.training import (
-    Checkpoints,
-    check_params,
+from coronet.files import atomic_path, write_csv
+from coronet.model.checkpoints import Checkpoints, fingerprint, stage_dependencies
+from coronet.model.dataset import load_split
+from coronet.model.fit import HISTORY_COLUMNS, fit
+from coronet.model.network import inference_copy
+from coronet.model.runtime import (
     describe_devices,
-    fingerprint,
-    fit,
+    import_tensorflow_quietly,
     resolve_precision,
     set_precision,
     set_seeds,
-    throughput,
 )
+from coronet.params import ClassScheme, ResizeParams, TrackingParams, TrainParams, flatten, load_params, project_seed
+from coronet.records import ModelContract, RunRecord
 
 
 def main() -> int:
     params = load_params()
-    cfg, scheme, seed = params["train"], class_scheme(params), params.integer("seed")
-    check_params(cfg)
-    set_seeds(seed, cfg["deterministic"])
-    devices = {**describe_devices(), "precision": resolve_precision(cfg["precision"])}
+    cfg, scheme, seed = TrainParams.parse(params), ClassScheme.parse(params), project_seed(params)
+    resize, experiment = ResizeParams.parse(params), TrackingParams.parse(params, experiment_only=True).experiment
+    set_seeds(seed, cfg.deterministic)
+    devices = {**describe_devices(), "precision": resolve_precision(cfg.precision)}
     set_precision(devices["precision"])
     print(f"training in {devices['precision']} on {devices['device']}")
     frames = {split: load_split(split, paths.IMAGES_CSV, paths.SPLITS) for split in ("train", "val", "test")}
-    checkpoints = Checkpoints(paths.MODELS / "checkpoints", fingerprint(
-        cfg, scheme.classes, seed, sha256_file(paths.SPLITS), sha256_file(paths.IMAGES_CSV)))
-    state = checkpoints.load_state() if cfg["checkpoint"] else None
+    checkpoints = Checkpoints(paths.CHECKPOINTS, fingerprint([cfg.as_dict(), scheme.classes, seed],
+                                                             stage_dependencies("train")))
+    state = checkpoints.load_state() if cfg.checkpoint else None
 
-    run = tracking.PipelineRun(params["tracking"]["experiment"])
-    if run.start(state and state["run_id"], os.environ.get("DVC_EXP_NAME") or None, system_metrics=True) \
-            and not state:
-        run.log_training(params, frames, devices)
-    model, clock = fit(cfg, scheme.classes, seed, frames, checkpoints, state, paths.HISTORY, run)
+    run = tracking.PipelineRun(experiment)
+    if run.start(state and state["run_id"], lineage.run_name(), system_metrics=True) and not state:
+        hashes, data_params = lineage.data_lineage()
+        archives = json.loads(paths.SOURCES.read_text())["archives"]
+        run.log_params({**flatten({"train": cfg.as_dict(), "resize": vars(resize)}), "seed": seed,
+                        "classes": ",".join(scheme.classes), **data_params})
+        run.set_tags({**devices, "mlflow.source.git.commit": lineage.git_commit(),
+                      **{f"images.{k}": len(v) for k, v in frames.items()}})
+        run.log_inputs(tracking.split_datasets(frames, hashes, archives))
+
+    def write_history(model, history, seconds) -> None:  # every epoch: `dvc plots show` follows the run
+        write_csv(paths.HISTORY, pd.DataFrame(history).reindex(columns=HISTORY_COLUMNS))
+
+    def log_curves(model, history, seconds) -> None:
+        logs = {k: v for k, v in history[-1].items() if k != "epoch"}
+        run.log_metrics(tracking.epoch_curves(logs, seconds), step=int(history[-1]["epoch"]))
+
+    def save_checkpoint(model, history, seconds) -> None:
+        checkpoints.save(model, int(history[-1]["epoch"]), history, run.run_id)
+
+    callbacks = [write_history, log_curves] + ([save_checkpoint] if cfg.checkpoint else [])
+    fitted = fit(cfg, scheme.classes, seed, frames, checkpoints=checkpoints, state=state, on_epoch=callbacks)
+    if fitted.recalibration:
+        run.log_metrics({f"bn_recalibration/{k}": v for k, v in fitted.recalibration.items()})
     with atomic_path(paths.MODEL, suffix=".keras") as tmp:
-        inference_copy(model, scheme.classes).save(tmp)
+        inference_copy(fitted.model, scheme.classes).save(tmp)
     run.end()
-    speed = throughput(clock, len(frames["train"]))
-    write_json(paths.RUN, {
-        "run_id": run.run_id, "experiment": params["tracking"]["experiment"], "tracking_uri": tracking.tracking_uri(),
-        "tracking_errors": run.errors, "train": cfg, "seed": seed, "precision": devices["precision"],
-        "throughput": speed,
-        "model": {"classes": scheme.classes, "groups": scheme.groups, "image_size": int(cfg["image_size"]),
-                  "weights": str(cfg["weights"]),
-                  "resize": {"size": int(params["resize"]["size"]), "mode": params["resize"]["mode"]}}})
+    speed = fitted.throughput(len(frames["train"]))
+    RunRecord(run_id=run.run_id, experiment=experiment, tracking_uri=tracking.shown_uri(), tracking_errors=run.errors,
+              train=cfg.as_dict(), seed=seed, precision=devices["precision"], throughput=speed,
+              model=ModelContract(scheme.classes, scheme.groups, scheme.screening, cfg.image_size, cfg.weights,
+                                  resize.size, resize.mode)).write(paths.RUN)
     checkpoints.clear()
     print(f"model saved to {paths.MODEL}; MLflow run {run.run_id or 'not recorded'}; "
           f"{speed['images_per_s'] if speed else '-'} images/s ({devices['precision']})")
@@ -61,4 +77,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     import_tensorflow_quietly()  # before anything imports it: its start-up lines are not for our users
-    run_stage(main)
+    run_stage(main, f"every finished epoch is saved in {paths.CHECKPOINTS}; `dvc repro` continues from there")

@@ -14,9 +14,11 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -140,16 +142,16 @@ def model_path(tmp_path_factory):
     """An untrained CoroNet at 71 px with the train stage's run.json beside it."""
     import keras
 
-    from coronet.files import write_json
-    from coronet.model import build_model
+    from coronet.model.network import build_model
+    from coronet.records import ModelContract, RunRecord
 
     keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("model")
-    build_model(["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"], 71, "none").save(folder / "coronet.keras")
-    write_json(folder / "run.json", {"run_id": None, "model": {
-        "classes": ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"], "image_size": 71, "weights": "none",
-        "groups": {"covid": ["covid"], "normal": ["normal"], "pneumonia": ["pneumonia_bacterial", "pneumonia_viral"]},
-        "resize": {"size": 96, "mode": "stretch"}}})
+    build_model(CLASSES, 71, "none").save(folder / "coronet.keras")
+    RunRecord(run_id=None, experiment="coronet", tracking_uri="", tracking_errors=[], train={}, seed=0,
+              precision="float32", throughput=None, model=ModelContract(
+                  CLASSES, {"covid": ["covid"], "normal": ["normal"], "pneumonia": CLASSES[2:]}, "covid", 71, None, 96,
+                  "stretch")).write(folder / "run.json")
     return folder / "coronet.keras"
 
 
@@ -172,12 +174,12 @@ def free_port() -> int:
 
 
 def start_server(command: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None,
-                 timeout: float = 120) -> subprocess.Popen:
+                 timeout: float = 120, cwd: Path | None = None) -> subprocess.Popen:
     """Starts a server of the venv in its own session, its output in ``log`` (a pipe that fills would
     block it), and waits until ``ready_url`` answers; fails with the log's tail if it dies or never does."""
     process = subprocess.Popen(command, env={**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
                                              **(env or {})},
-                               stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+                               stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
     deadline = time.monotonic() + timeout
     while True:
         assert process.poll() is None, log.read_text()[-3000:]
@@ -215,16 +217,68 @@ def make_project(dest: Path, overrides: dict[str, object] | None = None) -> Path
     return dest
 
 
-def set_params(project: Path, overrides: dict[str, object]) -> None:
-    path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
+def overridden(params: dict, overrides: dict[str, object]) -> dict:
+    """``params`` with dotted keys set (``{"merge.controls.role": "off"}``), in place."""
     for dotted, value in overrides.items():
         node = params
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node[key]
         node[leaf] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def set_params(project: Path, overrides: dict[str, object]) -> None:
+    path = project / "params.yaml"
+    path.write_text(yaml.safe_dump(overridden(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
+
+
+def make_dicom(pixels: np.ndarray | None, photometric: str = "MONOCHROME2", syntax: str | None = None,
+               **attrs: object) -> bytes:
+    """A DICOM file (16-bit, 12 stored) of ``pixels``, with any other tags given."""
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax or ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    if pixels is not None:
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = pixels.astype("<u2").tobytes()
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+RAMP = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (48, 1))  # 64 x 48: big enough to classify
+
+
+def write_twins(folder: Path, seed: int, images_per_class: int, size: int, controls_per_finding: int = 2) -> None:
+    """Both sources' synthetic twins under their upstream file names in ``folder`` (a mirror)."""
+    from coronet.data import sources
+    from coronet.params import DownloadParams, SyntheticParams
+
+    syn = SyntheticParams(seed, images_per_class, size, controls_per_finding)
+    for name, archive in DownloadParams.parse(params_with()).archives.items():
+        sources.get(name).write_synthetic(folder / archive.filename, syn, CLASSES)
+
+
+def params_with(overrides: dict[str, object] | None = None):
+    """The repository's params.yaml with ``overrides``, as the stages read it (a Section)."""
+    from coronet.params import Section
+
+    return Section(overridden(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides or {}))
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -247,6 +301,7 @@ TINY = {
     "download.source": "synthetic",
     "download.synthetic.images_per_class": 12,
     "download.synthetic.image_size": 128,
+    "download.synthetic.controls_per_finding": 2,
     "resize.size": 96,
     "train.image_size": 71,
     "train.weights": "none",
@@ -254,4 +309,76 @@ TINY = {
     "train.learning_rate": 0.001,
     "train.bn_momentum": 0.9,
     "train.recalibrate_bn": True,
+    "evaluate.bootstrap_resamples": 100,
+    "evaluate.gradcam_per_class": 1,
 }
+CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A finished project: its folder, the environment its runs need (the MLflow store) and the run's output."""
+
+    project: Path
+    env: dict[str, str]
+    result: subprocess.CompletedProcess[str]
+
+    @property
+    def store(self) -> str:
+        return self.env["MLFLOW_TRACKING_URI"]
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> Pipeline:
+    """The suite's one tiny pipeline: `dvc repro` of all seven stages, committed as the baseline. Read-only:
+    a test that changes a project works on :func:`pipeline_copy`."""
+    root = tmp_path_factory.mktemp("pipeline")
+    project = make_project(root / "repo", TINY)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    result = run_tool(project, "dvc", "repro", env=env)
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "results")
+    return Pipeline(project, env, result)
+
+
+@pytest.fixture
+def pipeline_copy(pipeline, tmp_path) -> Pipeline:
+    """A private copy of the finished pipeline: git history, DVC cache and its MLflow store (the artifacts
+    too, the store's absolute paths moved to the copy). Its stages run the copy's own code."""
+    root = tmp_path / "copy"
+    shutil.copytree(pipeline.project.parent, root, symlinks=True)
+    relocate_store(root / "mlflow.db", str(pipeline.project.parent), str(root))
+    project = root / pipeline.project.name
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PYTHONPATH": str(project / "src")}
+    return Pipeline(project, env, pipeline.result)
+
+
+def relocate_store(db: Path, old: str, new: str) -> None:
+    """Rewrites every path in a copied SQLite MLflow store from ``old`` to ``new`` (artifact locations are
+    stored absolute), so the copy never writes into the original's artifacts."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for _, column, kind, *_ in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if kind.upper().startswith(("TEXT", "VARCHAR")):
+                    # names from the store's own schema, values as parameters
+                    con.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?)', (old, new))  # noqa: S608
+
+
+def in_process(project: Path, stage: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+               ) -> tuple[int, str, str]:
+    """Runs a stage script that imports no TensorFlow in this process, as DVC would (from the project's
+    root): (exit code, stdout, stderr). Costs milliseconds where a subprocess costs seconds of imports."""
+    import runpy
+
+    monkeypatch.chdir(project)
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(project / "stages" / f"{stage}.py"), run_name="__main__")
+        code = 0
+    except SystemExit as exit_info:
+        code = int(exit_info.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

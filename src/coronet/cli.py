@@ -1,5 +1,9 @@
 """``coronet`` command line: ``coronet predict PATH...`` classifies chest X-rays (PNG, JPEG, DICOM);
-``coronet compare`` shows experiments side by side."""
+``coronet compare`` shows experiments side by side; ``coronet study`` runs the shortcut study;
+``coronet app`` serves the page.
+
+Exit codes: 0 done; 1 some inputs or outputs failed (each named); 2 a usage error, said in one line.
+"""
 
 from __future__ import annotations
 
@@ -9,84 +13,50 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+
+from coronet.errors import UserError, debug
 
 DISCLAIMER = "CoroNet is research software, not a medical device: do not use its output for diagnosis."
 
 
 def collect_files(paths: list[str]) -> list[Path]:
-    """Files as given, and every file under a folder (recursively, sorted); hidden files skipped."""
+    """Files as given, and every file under a folder (recursively, sorted); hidden files skipped. A
+    symbolic link whose target is gone is kept: it is reported as such, not silently left out."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            files += sorted(p for p in path.rglob("*") if (p.is_file() or (p.is_symlink() and not p.exists()))
+                            and not p.name.startswith("."))
         else:
             files.append(path)  # a missing one is reported per file, not here
     return files
 
 
-DEFAULT_MODEL = Path("models/coronet.keras")
-
-
-def load_registered(model_uri: str) -> Any:
-    import logging
-
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from coronet import tracking
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines are not for this command's users
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    try:
-        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().classifier
-    except MlflowException as exc:
-        raise ValueError(f"{model_uri} ({tracking.tracking_uri()}): {exc.message}") from exc
-
-
-def load_classifier(model: str | None, model_uri: str | None) -> Any:
-    """--model, --model-uri, else the pipeline's models/coronet.keras, else (after `make demo`, whose
-    experiment ran in a temporary copy) the registry's @candidate in this project's MLflow store."""
-    from coronet.predict import Classifier
-
-    if model_uri:
-        return load_registered(model_uri)
-    if model or DEFAULT_MODEL.is_file():
-        return Classifier.load(model or DEFAULT_MODEL)
-    from coronet import tracking
-
-    name = "coronet"
-    if Path("params.yaml").is_file():
-        from coronet.params import load_params
-
-        name = load_params()["tracking"]["registered_model"]
-    uri, store = f"models:/{name}@candidate", tracking.tracking_uri()
-    try:
-        if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
-            raise ValueError(store)  # no store here: do not create an empty one
-        classifier = load_registered(uri)
-    except ValueError:
-        raise ValueError(
-            f"no model: {DEFAULT_MODEL} is not here and {store} has no {uri}. Train one "
-            "(`dvc repro`), fetch this version's (`dvc pull`), bring in an experiment's (`dvc exp apply NAME`; "
-            "`dvc exp show` lists them) or name one with --model PATH or --model-uri URI") from None
-    print(f"using {uri} from {store} ({DEFAULT_MODEL} is not here)", file=sys.stderr)
-    return classifier
+def table_columns(classes: list[str], groups: dict[str, list[str]], wide: bool) -> list[str]:
+    grouped = ["predicted_group", *[f"pg_{g}" for g in groups]] if groups else []
+    return ["file", "predicted", *[f"p_{c}" for c in classes], *grouped, "low_confidence", "checks",
+            *(["gradcam"] if wide else []), "error"]
 
 
 def render(rows: list[dict[str, Any]], fmt: str, classes: list[str], groups: dict[str, list[str]]) -> str:
-    columns = ["file", "predicted", *[f"p_{c}" for c in classes],
-               *(["predicted_group", *[f"pg_{g}" for g in groups]] if groups else []), "error"]
-    frame = pd.DataFrame(rows).reindex(columns=columns)
+    """JSON and CSV carry every column (the checks' sentences, the overlays' paths); the terminal table
+    is short: class names as columns, the groups in capitals, the checks by name, errors when there are."""
+    wide = any("gradcam" in r for r in rows)
+    frame = pd.DataFrame(rows).reindex(columns=table_columns(classes, groups, wide))
     if fmt == "json":
-        return json.dumps([{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
-                           for r in frame.to_dict(orient="records")], indent=2)
+        return json.dumps([{k: v for k, v in r.items() if k != "check_names"} for r in rows], indent=2)  # null, not NaN
     if fmt == "csv":
         return frame.to_csv(index=False, lineterminator="\n")
-    shown = frame[["file", "predicted", *[f"p_{c}" for c in classes], "error"]].fillna("")
-    return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    shown = frame.drop(columns=[c for c in ("checks", "gradcam") if c in frame.columns])
+    shown.insert(len(shown.columns) - 1, "checks", [r.get("check_names", "") for r in rows])
+    shown["low_confidence"] = ["low" if v is True else "" for v in shown["low_confidence"]]
+    shown = shown.rename(columns={**{f"p_{c}": c for c in classes}, **{f"pg_{g}": g.upper() for g in groups},
+                                  "predicted_group": "group", "low_confidence": "confidence"})
+    shown = shown.loc[:, [c for c in shown.columns if c not in {"checks", "error", "confidence"}
+                          or shown[c].astype(str).str.len().gt(0).any()]]
+    return shown.fillna("").to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
 def positive_int(text: str) -> int:
@@ -100,27 +70,60 @@ def positive_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def usable_folder(text: str) -> Path:
+    """--gradcam DIR: a folder that exists or can be made, and can be written to; checked before any work."""
+    path = Path(text)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".coronet-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError:
+        raise UserError(f"--gradcam {text}: that is a file, not a folder; name a folder for the overlays") from None
+    except OSError as exc:
+        raise UserError(f"--gradcam {text}: cannot write there ({exc.strerror or exc}); name a writable "
+                        "folder") from None
+    return path
+
+
+def registered_name() -> str:
+    """params tracking.registered_model when run in the project, else the default name."""
+    if Path("params.yaml").is_file():
+        from coronet.params import TrackingParams, load_params
+
+        return TrackingParams.parse(load_params()).registered_model
+    return "coronet"
+
+
 def predict_command(args: argparse.Namespace) -> int:
     files = collect_files(args.paths)
     if not files:
-        print("error: no files to classify", file=sys.stderr)
-        return 2
-    from coronet.console import import_tensorflow_quietly
+        raise UserError("no files to classify")
+    gradcam_dir = usable_folder(args.gradcam) if args.gradcam else None
+    from coronet.model.runtime import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    try:
-        classifier = load_classifier(args.model, args.model_uri)
-    except (OSError, ValueError) as exc:
-        print(f"error: cannot load the model: {exc}", file=sys.stderr)
-        return 2
-    if args.gradcam_class and args.gradcam_class not in classifier.classes:
-        print(f"error: --gradcam-class must be one of {classifier.classes}", file=sys.stderr)
-        return 2
-    gradcam_dir = Path(args.gradcam) if args.gradcam else None
-    from coronet.predict import predict_files
+    from coronet.serving import models
+    from coronet.serving.predict import predict_files
 
-    rows = predict_files(classifier, files, args.batch_size, gradcam_dir, args.gradcam_class)
+    served = models.pick(args.model, args.model_uri, registered_name())
+    classifier = served.classifier
+    if args.gradcam_class and args.gradcam_class not in classifier.classes:
+        raise UserError(f"--gradcam-class must be one of {classifier.classes}")
+    rows, failed_overlays = predict_files(classifier, files, args.batch_size, args.low_confidence, gradcam_dir,
+                                          args.gradcam_class)
     text = render(rows, args.format, classifier.classes, classifier.groups)
+    code = 0
     if args.output:
         from coronet.files import atomic_path
 
@@ -129,19 +132,39 @@ def predict_command(args: argparse.Namespace) -> int:
                 tmp.write_text(text + ("" if text.endswith("\n") else "\n"))
         except OSError as exc:
             print(text)  # the results are not lost
-            print(f"error: cannot write {args.output}: {exc}; the results are printed above", file=sys.stderr)
-            return 2
+            print(f"error: cannot write {args.output}: {exc.strerror or exc}; the results are printed above",
+                  file=sys.stderr)
+            return 1
     else:
         print(text)
     failed = [r for r in rows if r["error"]]
     print(DISCLAIMER, file=sys.stderr)
     if failed:
         print(f"{len(failed)} of {len(rows)} file(s) failed; see the error column", file=sys.stderr)
-    return 1 if failed else 0
+        code = 1
+    if failed_overlays:
+        print(f"error: {len(failed_overlays)} Grad-CAM overlay(s) could not be written (first: {failed_overlays[0]}); "
+              "the results are complete", file=sys.stderr)
+        code = 1
+    if gradcam_dir is not None and args.format == "table":
+        print(f"Grad-CAM overlays: {gradcam_dir}", file=sys.stderr)
+    empty = sum(str(r.get("gradcam", "")).endswith("(empty map)") for r in rows)
+    if empty:
+        print(f"warning: {empty} Grad-CAM map(s) are empty: nothing in the last convolutional layer speaks for the "
+              "class shown, so the overlay cannot say where the model looked", file=sys.stderr)
+    return code
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from coronet.experiments.compare import main as compare_main
+
+    print(compare_main(args.rev, args.num))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="coronet", description=__doc__)
+    parser = argparse.ArgumentParser(prog="coronet", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="classify chest X-ray images (PNG, JPEG, DICOM)")
     predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
@@ -153,16 +176,25 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--gradcam", metavar="DIR", help="write a Grad-CAM overlay PNG per image here")
     predict.add_argument("--gradcam-class", help="explain this class instead of the predicted one")
     predict.add_argument("--batch-size", type=positive_int, default=32, help="images per model call (default 32)")
+    predict.add_argument("--low-confidence", type=probability, default=0.5, metavar="P",
+                         help="flag answers whose top probability is under P (default 0.5)")
     compare = commands.add_parser("compare", help="experiments side by side: params that differ, headline metrics")
     compare.add_argument("--rev", action="append", help="the commit whose experiments to show (default HEAD)")
     compare.add_argument("-n", "--num", type=positive_int, default=1, help="also the experiments of N-1 older commits")
-    args = parser.parse_args(argv)
-    if args.command == "compare":
-        from coronet.compare import main as compare_main
+    from coronet.experiments.study import add_arguments as study_arguments
+    from coronet.serving.app import add_arguments as app_arguments
 
-        print(compare_main(args.rev, args.num))
-        return 0
-    return predict_command(args)
+    study_arguments(commands.add_parser("study", help="the shortcut study: baseline and mitigations, one table"))
+    app_arguments(commands.add_parser("app", help="the page: classify X-rays in a browser"))
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) if hasattr(args, "run") else (
+            compare_command(args) if args.command == "compare" else predict_command(args))
+    except UserError as exc:
+        if debug():
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -27,8 +27,12 @@ def debug() -> bool:
     return os.environ.get("CORONET_DEBUG", "").lower() not in {"", "0", "false", "no"}
 
 
-def run_stage(main: Callable[[], int]) -> None:
-    """Runs a stage's ``main`` and exits with its code; a UserError becomes one ``error:`` line, exit 1."""
+INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C
+
+
+def run_stage(main: Callable[[], int], interrupted: str = "") -> None:
+    """Runs a stage's ``main`` and exits with its code; a UserError becomes one ``error:`` line, exit 1;
+    Ctrl-C one ``interrupted:`` line (with ``interrupted``: what was kept), exit 130."""
     try:
         code = main()
     except UserError as exc:
@@ -36,4 +40,9 @@ def run_stage(main: Callable[[], int]) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        if debug():
+            raise
+        print(f"interrupted{': ' + interrupted if interrupted else ''}", file=sys.stderr)
+        sys.exit(INTERRUPTED)
     sys.exit(code)

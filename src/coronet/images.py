@@ -1,17 +1,18 @@
-"""The one image decoder (PNG, JPEG and DICOM) and the one model-input function.
+"""The one image decoder (PNG, JPEG and DICOM), and the resize stage's square 8-bit grayscale form.
 
-Every image the project touches (merge's decode check, resize, prediction, serving) goes through
-:func:`decode_grayscale`; training and prediction both end in :func:`model_input`. DICOM pixel data is
-shown as a radiologist's viewer would show it, within the decoder's limits (:func:`dicom_to_grayscale`).
+Every image the project touches (merge's decode check, resize, prediction, serving, the page) goes
+through :func:`decode_grayscale`; the model input is made from its result (:mod:`coronet.model.dataset`).
+DICOM pixel data is shown as a radiologist's viewer would show it, within the decoder's limits
+(:func:`dicom_to_grayscale`).
 """
 
 from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 import zlib
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -20,7 +21,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 Image.MAX_IMAGE_PIXELS = 60_000_000
 DICOM_MAGIC_OFFSET = 128
 ACCEPTED = ("PNG", "JPEG")  # besides DICOM; anything else is refused with its format named
-RESIZE_MODES = ("stretch", "pad")
 
 
 class ImageDecodeError(ValueError):
@@ -54,9 +54,19 @@ def decode_grayscale(data: bytes) -> np.ndarray:
             image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(_unaccepted_format(data)) from exc
-    except (OSError, SyntaxError, ValueError, TypeError, KeyError, Image.DecompressionBombError, Warning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(_over_limit(str(exc))) from None
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, Warning) as exc:
         raise ImageDecodeError(f"corrupt or truncated image data: {exc}") from exc
     return pil_to_grayscale(image)
+
+
+def _over_limit(message: str) -> str:
+    """Our pixel limit in words, whichever of Pillow's two refusals (over the limit, or over twice it) fired."""
+    found = re.search(r"\((\d+) pixels\)", message)
+    size = f"{int(found[1]):,} pixels" if found else "more pixels than allowed"
+    return (f"image of {size} is over the {max_pixels():,}-pixel limit (larger than any chest X-ray: a "
+            "decompression bomb or a stitched scan); downscale it first")
 
 
 def _unaccepted_format(data: bytes) -> str:
@@ -107,29 +117,13 @@ def fit_square(gray: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray
         return np.asarray(image.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
     if mode == "pad":
         return np.asarray(ImageOps.pad(image, (size, size), Image.Resampling.LANCZOS, color=0), dtype=np.uint8)
-    raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+    raise ValueError(f"resize mode must be stretch or pad, got {mode!r}")
 
 
 def to_png_bytes(gray: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(gray).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
-
-
-def model_input(gray: Any, image_size: int) -> Any:
-    """uint8 grayscale (H, W) or (H, W, 1), or a batch of them -> float32 (size, size, 3) in 0..255.
-
-    Used by the tf.data training pipeline and by prediction alike. Scaling to the range the
-    weights expect happens inside the model (its Rescaling layer), so a saved model is complete.
-    """
-    import tensorflow as tf
-
-    x = tf.convert_to_tensor(gray)
-    if x.shape.rank == 2 or (x.shape.rank == 3 and x.shape[-1] != 1):
-        x = x[..., tf.newaxis]
-    x = tf.image.resize(tf.cast(x, tf.float32), (image_size, image_size), antialias=True)
-    x = tf.clip_by_value(x, 0.0, 255.0)
-    return tf.image.grayscale_to_rgb(x)
 
 
 # DICOM

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RAW = Path("data/raw")  # download: one folder per source with its archive
+RAW = Path("data/raw")  # download: every source's archive, and where each came from
+ARCHIVES = RAW / "archives"
 SOURCES = RAW / "sources.json"
 INTERIM = Path("data/interim")  # merge
 MANIFEST = INTERIM / "manifest.csv"
@@ -21,12 +22,14 @@ MODELS = Path("models")  # train, package
 MODEL = MODELS / "coronet.keras"
 RUN = MODELS / "run.json"
 HISTORY = MODELS / "history.csv"
+CHECKPOINTS = MODELS / "checkpoints"
 PACKAGE = MODELS / "package.json"
 METRICS = Path("metrics")  # evaluate
 HEADLINE = METRICS / "metrics.json"
 EVIDENCE = METRICS / "evidence.json"
 STRESS = METRICS / "stress.json"
 PREDICTIONS = METRICS / "predictions.csv"
+CONTROLS = METRICS / "controls.csv"
 MODEL_CARD = METRICS / "model_card.md"
 FIGURES = METRICS / "figures"
 CURVES = METRICS / "curves"

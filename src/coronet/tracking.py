@@ -1,29 +1,96 @@
-"""MLflow in one place: where runs go, the pipeline's run (which survives a locked database or a server
-that is down), and what a run records about its data."""
+"""MLflow in one place: where runs go, and the pipeline's run, whose calls never crash a stage.
+
+:class:`PipelineRun` is a run plus safe calls: the first MLflow call that fails prints one warning
+naming the cause and the rest of the stage runs without MLflow. What is logged is the stages' choice;
+the helpers below it (datasets, the servable model, the registry) are mechanisms they call.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from coronet import paths
+from coronet.errors import UserError
 from coronet.files import repository_root
-from coronet.params import flatten
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
+# SQLite lets one writer in at a time and makes the others wait this long (Python's default: 5 s) before
+# "database is locked"; queued experiments (dvc queue start -j N) write to one file side by side.
+SQLITE_BUSY_TIMEOUT_S = 60
+# MLflow's HTTP client retries 7 times with exponential backoff and waits up to 120 s a request by default:
+# with the tracking server down, every epoch would stall for minutes. A few seconds, then one warning.
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+SYSTEM_METRICS_INTERVAL_S = 10
+SERVED_DIGEST_TAG = "coronet.served_sha256"  # on a logged model: what it serves (model, config, code)
+# The MLflow 3 UI opens an experiment of this kind on its runs and charts (the training view); without
+# the tag it guesses, and a new experiment opens on the GenAI overview.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+class TrackingConfigError(UserError):
+    """The tracking store cannot work as configured (read-only, or not a store at all): a user's fix, not an outage."""
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repository_root() / DEFAULT_DB}"
+    """``MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the repository; a SQLite store gets a busy timeout."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repository_root() / DEFAULT_DB}"
+    if uri.startswith("sqlite:") and "timeout=" not in uri:
+        uri += f"{'&' if '?' in uri else '?'}timeout={SQLITE_BUSY_TIMEOUT_S}"
+    return uri
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other stores)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?")[0]
+    return Path(path.removeprefix("file:"))
+
+
+def shown_uri(uri: str | None = None) -> str:
+    """The store as people read it: without the query string our default adds."""
+    uri = uri or tracking_uri()
+    return uri.split("?")[0] if uri.startswith("sqlite:") else uri
+
+
+def experiments_running(root: Path | None = None) -> int:
+    """How many DVC experiments of this repository are running now (``dvc queue start -j N`` workers), from
+    the executors' info files (``.dvc/tmp/exps/run/<id>/<id>.run``, status 2 = running)."""
+    import json
+
+    count = 0
+    for info in ((root or repository_root()) / ".dvc/tmp/exps/run").glob("*/*.run"):
+        try:
+            count += json.loads(info.read_text()).get("status") == 2
+        except (OSError, ValueError):
+            continue
+    return count
+
+
+def note_parallel_sqlite() -> None:
+    """One line when several experiments share a SQLite store: it copes (each writer waits its turn), but a
+    tracking server is what parallel work wants."""
+    uri = tracking_uri()
+    if sqlite_file(uri) is not None and (running := experiments_running()) > 1:
+        print(f"note: {running} experiments write to {shown_uri(uri)} at once; SQLite lets one writer in at a time "
+              f"(each waits up to {SQLITE_BUSY_TIMEOUT_S} s); for parallel work a tracking server suits better "
+              "(README: Sharing runs)")
+
+
+def quiet_mlflow() -> None:
+    """MLflow's INFO chatter, its database layer's tracebacks (we report the failure in one line) and a
+    line per HTTP retry are not for our users."""
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    for name in ("mlflow.store.db.utils", "alembic", "sqlalchemy", "mlflow.system_metrics"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def configure(experiment: str) -> str:
@@ -31,43 +98,63 @@ def configure(experiment: str) -> str:
 
     With a SQLite store, the experiment's artifacts live next to the database in ``mlartifacts/``:
     MLflow's own default is relative to the working directory, which under ``dvc exp run --temp`` is a
-    copy that is deleted afterwards.
+    copy that is deleted afterwards (and the "Default" experiment MLflow makes there is removed).
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     for key, value in {**HTTP_SETTINGS, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
         os.environ.setdefault(key, value)
-    # A line per HTTP retry, and MLflow's INFO chatter; our stages print what a user needs to know.
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    quiet_mlflow()
     import mlflow
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
+        if found.tags.get("mlflow.experimentKind") is None:
+            client.set_experiment_tag(found.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return found.experiment_id
     location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / DEFAULT_ARTIFACTS).as_uri()
-    return mlflow.create_experiment(experiment, artifact_location=location)
+    if (db := sqlite_file(uri)) is not None:
+        location = (db.parent / DEFAULT_ARTIFACTS).as_uri()
+    created = mlflow.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_KIND)
+    _drop_stray_default(client, location)
+    return created
 
 
-# MLflow's HTTP client retries 7 times with exponential backoff and waits up to 120 s a request by default:
-# with the tracking server down, every epoch would stall for minutes. A few seconds, then one warning.
-HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-SYSTEM_METRICS_INTERVAL_S = 10
-KERAS_DIGEST_TAG = "coronet.keras_sha256"  # on a logged model: the sha256 of the Keras file inside
+def _drop_stray_default(client: Any, ours: str | None) -> None:
+    """MLflow makes a "Default" experiment with every new store, its artifacts under the working directory
+    (a temporary copy under `dvc exp run --temp`): an empty one that is not ours only misleads."""
+    default = client.get_experiment("0")
+    if ours and default.artifact_location != ours and not client.search_runs(["0"], max_results=1):
+        client.delete_experiment("0")
+
+
+READ_ONLY = "the tracking store is read-only"
+
+
+def explain(exc: Exception) -> str:
+    """Why an MLflow call failed, in one line."""
+    text = str(exc).strip()
+    if "readonly database" in text or "read-only" in text:
+        return READ_ONLY
+    if "database is locked" in text:
+        return "the tracking store is locked by another process"
+    first = text.splitlines()[0][:300] if text else ""
+    return re.sub(r"^\(raised as a result of Query-invoked autoflush[^)]*\)\s*", "", first) or type(exc).__name__
+
+
+def _refuse_read_only(what: str, reason: str) -> None:
+    if reason == READ_ONLY:
+        raise TrackingConfigError(f"{shown_uri()} is read-only (MLflow {what} failed): make the database and its "
+                                  "folder writable, or point MLFLOW_TRACKING_URI at a store you can write to")
 
 
 class PipelineRun:
-    """The pipeline's one MLflow run: train starts it (or resumes it after an interruption) and logs
-    params, datasets and per-epoch curves; evaluate adds nothing; package logs the test metrics, the
-    evidence, the servable model and its registry entry.
-
-    Tracking never fails a stage (DVC keeps every output regardless): the first MLflow call that fails
-    prints one warning, and the rest of the stage runs without MLflow. The failures are kept in
-    ``errors`` for models/run.json.
+    """The pipeline's one MLflow run: train starts it (or resumes it after an interruption), package
+    resumes it. Tracking never fails a stage by itself (DVC keeps every output regardless): the first
+    MLflow call that fails prints one warning, and the rest of the stage runs without MLflow; the failures
+    are kept in ``errors`` for the stage's record. A read-only store is a configuration error instead.
     """
 
     def __init__(self, experiment: str) -> None:
@@ -88,9 +175,10 @@ class PipelineRun:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # MLflow raises many types (OperationalError, RestException, ...)
-            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            reason = explain(exc)
+            _refuse_read_only(what, reason)
             self.errors.append(f"MLflow {what} failed: {type(exc).__name__}: {reason}")
-            print(f"warning: {self.errors[-1]} ({tracking_uri()}); the stage goes on without MLflow and its "
+            print(f"warning: {self.errors[-1]} ({shown_uri()}); the stage goes on without MLflow and its "
                   "outputs are kept")
             self._stop_monitor()
             return None
@@ -102,13 +190,11 @@ class PipelineRun:
         experiment_id = self.experiment_id = self.call("setup", configure, self.experiment)
         if experiment_id is None:
             return False
+        note_parallel_sqlite()
         run = self.call("start run", mlflow.start_run, run_id=run_id, experiment_id=experiment_id, run_name=run_name)
         self.run_id = run.info.run_id if run else None
         if run and system_metrics:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-            # It stops itself when the store goes away, with a warning of its own; ours says it already.
-            logging.getLogger("mlflow.system_metrics").setLevel(logging.CRITICAL)
 
             self._monitor = SystemMetricsMonitor(self.run_id, SYSTEM_METRICS_INTERVAL_S, resume_logging=bool(run_id))
             self._monitor.start()
@@ -126,6 +212,7 @@ class PipelineRun:
                 self.run_id = mlflow.start_run(run_id=run_id).info.run_id
                 return True
             except Exception as exc:  # gone: deleted, or another store
+                _refuse_read_only("resume run", explain(exc))
                 reason = type(exc).__name__
         else:
             reason = "none recorded"
@@ -134,36 +221,27 @@ class PipelineRun:
                   f"new run {self.run_id}")
         return self.active
 
-    def log_training(self, params: dict[str, Any], frames: dict[str, Any], tags: dict[str, str]) -> None:
-        """What a run trains on: the train and resize params with the data stages' (from dvc.lock), tags
-        (``tags``, the data's hashes, git commit, split sizes), and one MLflow dataset per split."""
+    def log_params(self, params: dict[str, Any]) -> None:
         import mlflow
 
-        # The data's hashes and archive checksums travel on the datasets (their digest and tags), not as run
-        # tags: the run page would show a dozen truncated hashes.
-        hashes, lineage_params = data_lineage()
-        self.call("log params", mlflow.log_params, {
-            **flatten({"train": params["train"], "resize": params["resize"]}), "seed": params["seed"],
-            "classes": ",".join(params["classes"]), **lineage_params})
-        self.call("set tags", mlflow.set_tags, {
-            **tags, "mlflow.source.git.commit": git_commit(),
-            "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""), **{f"images.{k}": len(v) for k, v in frames.items()}})
-        for context, (dataset, dataset_tags) in split_datasets(frames, hashes).items():
-            self.call("log dataset", mlflow.log_input, dataset, context=context, tags=dataset_tags)
+        self.call("log params", mlflow.log_params, params)
 
-    def log_epoch(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
-        """One epoch's curves as ``<metric>/train`` and ``<metric>/val``: the MLflow UI groups metrics by the
-        part before the slash, so each metric's training and validation charts sit side by side."""
+    def set_tags(self, tags: dict[str, Any]) -> None:
         import mlflow
 
-        values = {f"{key.removeprefix('val_')}/{'val' if key.startswith('val_') else 'train'}": float(value)
-                  for key, value in logs.items()}
-        self.call("log metrics", mlflow.log_metrics, {**values, "epoch_seconds": seconds}, step=epoch)
+        self.call("set tags", mlflow.set_tags, tags)
 
     def log_metrics(self, values: dict[str, float], **kwargs: Any) -> None:
         import mlflow
 
         self.call("log metrics", mlflow.log_metrics, values, **kwargs)
+
+    def log_inputs(self, datasets: dict[str, tuple[Any, dict[str, str]]]) -> None:
+        """context -> (dataset, tags), as :func:`split_datasets` makes them."""
+        import mlflow
+
+        for context, (dataset, tags) in datasets.items():
+            self.call("log dataset", mlflow.log_input, dataset, context=context, tags=tags)
 
     def log_artifacts(self, files: list[Path], folders: dict[str, Path] | None = None) -> None:
         import mlflow
@@ -172,39 +250,6 @@ class PipelineRun:
             self.call("log artifact", mlflow.log_artifact, str(path))
         for name, folder in (folders or {}).items():
             self.call("log artifacts", mlflow.log_artifacts, str(folder), name)
-
-    def log_model(self, model_path: Path, log: Callable[[dict[str, str]], Any]) -> Any:
-        """The run's logged model of the Keras file ``model_path``: ``log(tags)`` logs it (package passes
-        :func:`coronet.serving.log_pyfunc`). If the run already holds a model logged from the same file
-        (evaluation rerun for a plot or a formula), that one is returned instead of a copy."""
-        import mlflow
-
-        from coronet.files import sha256_file
-
-        digest = sha256_file(model_path)
-        logged = self.call("search models", mlflow.search_logged_models, experiment_ids=[self.experiment_id],
-                           filter_string=f"source_run_id = '{self.run_id}'", output_format="list") or []
-        same = [m for m in logged if (m.tags or {}).get(KERAS_DIGEST_TAG) == digest]
-        if same:
-            return same[0]
-        info = self.call("log model", log, {KERAS_DIGEST_TAG: digest})
-        return self.call("find model", mlflow.get_logged_model, info.model_id) if info else None
-
-    def register(self, model: Any, name: str) -> str | None:
-        """Registers the logged model under ``name`` with the alias ``candidate``; a model registered
-        before (a rerun) keeps its version. Returns the version."""
-        import mlflow
-
-        client = mlflow.MlflowClient()
-        versions = self.call("search versions", client.search_model_versions,
-                             f"name = '{name}' and run_id = '{self.run_id}'") or []
-        version = next((v for v in versions if v.source == f"models:/{model.model_id}"), None)
-        if version is None:
-            version = self.call("register model", mlflow.register_model, f"models:/{model.model_id}", name)
-        if version is None:
-            return None
-        self.call("set alias", client.set_registered_model_alias, name, "candidate", version.version)
-        return str(version.version)
 
     def end(self) -> None:
         import mlflow
@@ -219,43 +264,27 @@ class PipelineRun:
             monitor.finish()
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def epoch_curves(logs: dict[str, float], seconds: float) -> dict[str, float]:
+    """One epoch's Keras logs as ``<metric>/train`` and ``<metric>/val``: the MLflow UI groups metrics by
+    the part before the slash, so each metric's training and validation charts sit side by side."""
+    values = {f"{key.removeprefix('val_')}/{'val' if key.startswith('val_') else 'train'}": float(value)
+              for key, value in logs.items()}
+    return {**values, "epoch_seconds": seconds}
 
 
-def data_lineage(lock_path: Path = Path("dvc.lock")) -> tuple[dict[str, str], dict[str, Any]]:
-    """(hashes, params) of the data stages as dvc.lock recorded them: DVC's hash of each output by path,
-    and the params they ran with (DVC writes each stage's entry as it finishes, so train sees them)."""
-    hashes: dict[str, str] = {}
-    params: dict[str, Any] = {}
-    if lock_path.is_file():
-        stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
-        for name in ("download", "merge", "resize", "split"):
-            stage = stages.get(name, {})
-            for out in stage.get("outs", []):
-                hashes[out["path"]] = str(out.get("md5") or out.get("hash") or "")
-            for values in stage.get("params", {}).values():
-                params.update(flatten({k: v for k, v in values.items() if k.split(".")[0] == name}))
-    return hashes, params
+ROLES = {"train": "training", "val": "validation", "test": "testing", "control": "control"}
 
 
-ROLES = {"train": "training", "val": "validation", "test": "testing"}
-
-
-def split_datasets(frames: dict[str, Any], hashes: dict[str, str], sources_path: Path = paths.SOURCES
+def split_datasets(frames: dict[str, Any], hashes: dict[str, str], archives: dict[str, dict[str, Any]]
                    ) -> dict[str, tuple[Any, dict[str, str]]]:
     """One MLflow dataset per split (context: training / validation / testing -> (dataset, tags)).
 
-    The digest is DVC's hash of the processed images (``hashes``, from :func:`data_lineage`), so runs on
-    the same data share it; the tags name the split file's hash, the sources and each archive's sha256.
+    The digest is DVC's hash of the processed images (``hashes``, from :func:`coronet.lineage.data_hashes`),
+    so runs on the same data share it; the tags name the split file's hash, the sources and each archive's
+    sha256 and URL (``archives``: data/raw/sources.json's).
     """
     import mlflow.data
 
-    archives = json.loads(sources_path.read_text()).get("archives", {}) if sources_path.is_file() else {}
     tags = {"dvc.splits_md5": hashes.get("data/processed/splits.csv", ""),
             "sources": ",".join(sorted(archives)),
             **{f"{name}.sha256": record["sha256"] for name, record in archives.items()},
@@ -266,4 +295,36 @@ def split_datasets(frames: dict[str, Any], hashes: dict[str, str], sources_path:
         return {ROLES[split]: (mlflow.data.from_pandas(frame[["id", "label", "source", "patient_id", "path"]],
                                                        source="data/processed/images", targets="label",
                                                        name=f"coronet-{split}", digest=digest), tags)
-                for split, frame in frames.items()}
+                for split, frame in frames.items() if len(frame)}
+
+
+def servable_model(run: PipelineRun, digest: str, log: Callable[[dict[str, str]], Any]) -> Any:
+    """The run's logged model that serves ``digest`` (the hash of the model file, its serving config and
+    the code it runs): ``log(tags)`` logs it, unless the run already holds one of the same digest (an
+    evaluation rerun for a plot or a formula), which is returned instead of a copy."""
+    import mlflow
+
+    logged = run.call("search models", mlflow.search_logged_models, experiment_ids=[run.experiment_id],
+                      filter_string=f"source_run_id = '{run.run_id}'", output_format="list") or []
+    same = [m for m in logged if (m.tags or {}).get(SERVED_DIGEST_TAG) == digest]
+    if same:
+        return same[0]
+    info = run.call("log model", log, {SERVED_DIGEST_TAG: digest})
+    return run.call("find model", mlflow.get_logged_model, info.model_id) if info else None
+
+
+def register(run: PipelineRun, model: Any, name: str, alias: str = "candidate") -> str | None:
+    """Registers the logged model under ``name`` with ``alias``; a model registered before (a rerun) keeps
+    its version. Returns the version."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    versions = run.call("search versions", client.search_model_versions,
+                        f"name = '{name}' and run_id = '{run.run_id}'") or []
+    version = next((v for v in versions if v.source == f"models:/{model.model_id}"), None)
+    if version is None:
+        version = run.call("register model", mlflow.register_model, f"models:/{model.model_id}", name)
+    if version is None:
+        return None
+    run.call("set alias", client.set_registered_model_alias, name, alias, version.version)
+    return str(version.version)

@@ -5,17 +5,15 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from test_dicom import RAMP, make_dicom
 
-from conftest import VENV_BIN
+from conftest import CLASSES, RAMP, VENV_BIN, make_dicom
 from coronet.cli import DISCLAIMER, main
-
-CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
 
 
 def image_bytes(fmt: str, mode: str = "L", seed: int = 0) -> bytes:
@@ -47,13 +45,14 @@ def test_folder_json_all_good(capsys, model_path, images):
     code, out, err = run(capsys, str(images), "--model", str(model_path), "--format", "json")
     assert code == 0 and DISCLAIMER in err and DISCLAIMER not in out
     rows = json.loads(out)
-    assert [r["file"].removeprefix(str(images)) for r in rows] == ["/a.png", "/d.jpg", "/sub/b.jpg", "/sub/c.dcm"]
+    assert [Path(r["file"]).resolve().relative_to(images.resolve()).as_posix() for r in rows] == [
+        "a.png", "d.jpg", "sub/b.jpg", "sub/c.dcm"]
     for r in rows:
         probs = [r[f"p_{c}"] for c in CLASSES]
         assert sum(probs) == pytest.approx(1, abs=1e-4)
         assert r[f"p_{r['predicted']}"] == pytest.approx(max(probs), abs=1e-6)  # rounding may tie
         assert r["pg_pneumonia"] == pytest.approx(r["p_pneumonia_bacterial"] + r["p_pneumonia_viral"], abs=2e-6)
-        assert r["error"] == ""
+        assert r["error"] == "" and r["low_confidence"] in {True, False} and isinstance(r["checks"], str)
 
 
 def test_bad_files_are_reported_and_do_not_stop_the_good(capsys, model_path, images, tmp_path):
@@ -63,11 +62,12 @@ def test_bad_files_are_reported_and_do_not_stop_the_good(capsys, model_path, ima
     missing = tmp_path / "missing.png"
     code, out, err = run(capsys, str(images), str(missing), "--model", str(model_path), "--format", "csv")
     assert code == 1 and "4 of 8 file(s) failed" in err
-    frame = pd.read_csv(io.StringIO(out), keep_default_na=False).set_index("file")
+    frame = pd.read_csv(io.StringIO(out), keep_default_na=False)
+    frame = frame.set_index(frame["file"].map(lambda f: str(Path(f).resolve())))
     assert frame.loc[str(images / "empty.png"), "error"] == "empty file (0 bytes)"
     assert frame.loc[str(images / "notes.jpg"), "error"].startswith("not a recognised image format")
     assert "truncated" in frame.loc[str(images / "cut.jpg"), "error"]
-    assert frame.loc[str(missing), "error"] == "no such file"
+    assert frame.loc[str(missing.resolve()), "error"] == "no such file"
     good = frame[frame["error"] == ""]
     assert len(good) == 4 and set(good["predicted"]) <= set(CLASSES)
 
@@ -83,13 +83,23 @@ def test_batching_does_not_change_results_and_output_file(capsys, model_path, im
         assert [a[f"p_{c}"] for c in CLASSES] == pytest.approx([b[f"p_{c}"] for c in CLASSES], abs=1e-5)
 
 
-def test_table_and_gradcam(capsys, model_path, images, tmp_path):
-    code, out, _ = run(capsys, str(images / "a.png"), str(images / "sub"), "--model", str(model_path),
-                       "--gradcam", str(tmp_path / "cam"), "--gradcam-class", "covid")
-    assert code == 0 and "a.png" in out and "p_covid" in out
+def test_table_and_gradcam(capsys, model_path, images, tmp_path, monkeypatch):
+    """The terminal table: paths relative to the working directory, short class columns and the grouped
+    view (the CSV's pg_ columns); overlays at a readable size, captioned with class and score."""
+    monkeypatch.chdir(images)
+    code, out, _ = run(capsys, "a.png", "sub", "--model", str(model_path), "--gradcam", str(tmp_path / "cam"),
+                         "--gradcam-class", "covid")
+    assert code == 0
+    header, *lines = out.splitlines()
+    assert header.split()[:9] == ["file", "predicted", *CLASSES, "group", "COVID", "NORMAL"] and "PNEUMONIA" in header
+    assert [line.split()[0] for line in lines] == ["a.png", "sub/b.jpg", "sub/c.dcm"]  # relative, as given
+    assert max(map(len, out.splitlines())) <= 160
     written = sorted(p.name for p in (tmp_path / "cam").iterdir())
     assert written == ["a_gradcam.png", "b_gradcam.png", "c_gradcam.png"]
-    assert Image.open(tmp_path / "cam" / "a_gradcam.png").mode == "RGB"
+    overlay = Image.open(tmp_path / "cam" / "a_gradcam.png")
+    assert overlay.mode == "RGB" and min(overlay.size) >= 300  # not the model's 71 px
+    band = np.asarray(overlay)[:10]
+    assert (band.max(axis=2) > 200).any() and (band.max(axis=2) < 30).mean() > 0.5  # white caption on black
 
 
 def test_console_script(model_path, images):
@@ -104,4 +114,70 @@ def test_unloadable_models_are_a_clear_error(capsys, images, tmp_path, monkeypat
     assert code == 2 and "cannot load the model" in err and "run.json" in err
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/empty.db")
     code, _, err = run(capsys, str(images), "--model-uri", "models:/nothing@champion")
-    assert code == 2 and "cannot load the model: models:/nothing@champion" in err
+    assert code == 2 and err.startswith("error: cannot load the model models:/nothing@champion")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_gradcam_folder_that_is_a_file_or_unwritable_is_one_error_line(capsys, model_path, images, tmp_path):
+    """Issue 16, defect 7: `--gradcam /etc/passwd` (a file) or a folder that cannot be made was a traceback."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    for target, says in ((a_file, "that is a file, not a folder"), (a_file / "cams", "cannot write there")):
+        code, out, err = run(capsys, str(images), "--model", str(model_path), "--gradcam", str(target))
+        assert code == 2 and out == "" and "Traceback" not in err
+        assert err.strip().splitlines() == [err.strip()] and err.startswith("error: --gradcam") and says in err
+
+
+def test_overlays_that_cannot_be_written_cost_no_results(model_path, images, tmp_path):
+    """Issue 16, defect 2: a full disk under --gradcam killed the run at the first overlay and --output,
+    on another disk, was never written. A file-size limit on the process (RLIMIT_FSIZE) makes every
+    overlay write fail with EFBIG, as a full disk does, while the small CSV still fits."""
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))\n"
+        "from coronet.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    out = tmp_path / "results.csv"
+    result = subprocess.run([str(VENV_BIN / "python"), "-c", script, "predict", str(images), "--model", str(model_path),
+                             "--format", "csv", "--output", str(out), "--gradcam", str(tmp_path / "cams")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert len(rows) == 4 and (rows["error"] == "").all() and rows["predicted"].isin(CLASSES).all()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "4 Grad-CAM overlay(s) could not be written" in errors[0] and "File too large" in errors[0]
+
+
+def test_a_dangling_symlink_in_a_folder_is_reported(capsys, model_path, images):
+    """Issue 16, defect 9: a dangling symlink inside a folder was silently left out (20 rows, 21 files)."""
+    (images / "gone.png").symlink_to(images / "deleted-long-ago.png")
+    code, out, _ = run(capsys, str(images), "--model", str(model_path), "--format", "json")
+    rows = {Path(r["file"]).name: r for r in json.loads(out)}
+    assert code == 1 and len(rows) == 5 and rows["gone.png"]["error"] == "no such file"
+    assert rows["gone.png"]["p_covid"] is None  # JSON null, not NaN
+
+
+@pytest.mark.parametrize(("shape", "value", "says"), [
+    ((1, 1), None, "image is 1 x 1 pixels: too small to be a chest X-ray"),
+    ((1, 5000), None, "image is 5000 x 1 pixels: too small"),
+    ((40, 400), None, "image is 400 x 40 pixels (aspect ratio 10:1): not a chest X-ray"),
+    ((300, 300), 128, "image is uniform (every pixel about 128): nothing to classify"),
+])
+def test_inputs_that_cannot_be_xrays_get_no_probabilities(capsys, model_path, tmp_path, shape, value, says):
+    """Issue 16, defect 10: 1x1, 5000x1 and constant images were classified with confident-looking numbers."""
+    rng = np.random.default_rng(0)
+    pixels = np.full(shape, value, np.uint8) if value is not None else rng.integers(0, 255, shape, dtype=np.uint8)
+    path = tmp_path / "odd.png"
+    Image.fromarray(pixels).save(path)
+    code, out, _ = run(capsys, str(path), "--model", str(model_path), "--format", "json")
+    (row,) = json.loads(out)
+    assert code == 1 and row["error"].startswith(says) and row["predicted"] == ""
+    assert all(row[f"p_{c}"] is None for c in CLASSES)
+
+
+def test_low_confidence_answers_are_flagged(capsys, model_path, images):
+    """The untrained model answers about 0.25 for every class: under any threshold above that."""
+    for threshold, flagged in (("0.9", True), ("0.1", False)):
+        code, out, _ = run(capsys, str(images / "a.png"), "--model", str(model_path), "--format", "json",
+                           "--low-confidence", threshold)
+        assert code == 0 and json.loads(out)[0]["low_confidence"] is flagged

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coronet.compare import comparison, short_names, shown_metrics
+from coronet.experiments.compare import comparison, ignored, short_names, shown_metrics
 
 
 def test_only_differing_params_and_headline_metrics_are_shown():
@@ -24,6 +24,27 @@ def test_only_differing_params_and_headline_metrics_are_shown():
 
 
 def test_short_names_stay_unique():
-    names = short_names(["train.augment.zoom", "train.epochs", "download.covid.sha256", "download.kermany.sha256"])
-    assert names == {"train.augment.zoom": "zoom", "train.epochs": "epochs", "download.covid.sha256": "covid.sha256",
-                     "download.kermany.sha256": "kermany.sha256"}
+    names = short_names(["train.augment.zoom", "train.epochs", "download.archives.covid.url",
+                         "download.archives.kermany.url"])
+    assert names == {"train.augment.zoom": "zoom", "train.epochs": "epochs", "download.archives.covid.url": "covid.url",
+                     "download.archives.kermany.url": "kermany.url"}
+
+
+def test_checksum_pins_of_any_source_are_not_choices():
+    assert ignored("download.archives.toy.sha256") and ignored("download.archives.covid.sha256")
+    assert not ignored("download.archives.covid.url") and not ignored("train.epochs")
+
+
+def test_outside_a_repository_or_with_an_unknown_revision_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """Issue 16, defect 8: `coronet compare` outside git, or `--rev no-such-rev`, printed 60-line tracebacks."""
+    from conftest import make_project
+    from coronet.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot list experiments") and len(err.strip().splitlines()) == 1
+    monkeypatch.chdir(make_project(tmp_path / "repo"))
+    assert main(["compare", "--rev", "no-such-rev"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-rev" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

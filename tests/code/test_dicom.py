@@ -2,45 +2,18 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import JPEG2000Lossless
 
+from conftest import RAMP, make_dicom
 from coronet.images import ImageDecodeError, decode_grayscale
-
-
-def make_dicom(pixels: np.ndarray | None, photometric: str = "MONOCHROME2", syntax=ExplicitVRLittleEndian,
-               **attrs: object) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    if pixels is not None:
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.PixelData = pixels.astype("<u2").tobytes()
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-RAMP = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (16, 1))
 
 
 def test_monochrome2_12bit_keeps_its_full_range():
     out = decode_grayscale(make_dicom(RAMP))
-    assert out.shape == (16, 64) and out.dtype == np.uint8
+    assert out.shape == RAMP.shape and out.dtype == np.uint8
     assert out[0, 0] == 0 and out[0, -1] == 255 and np.all(np.diff(out[0].astype(int)) >= 0)
 
 

@@ -8,15 +8,8 @@ import zipfile
 
 import pytest
 
-from coronet.download import (
-    ChecksumError,
-    DownloadError,
-    UnsafeArchiveError,
-    check_archive,
-    fetch,
-    is_safe_member,
-    resolve_url,
-)
+from coronet.data.archives import UnsafeArchiveError, check_archive, is_safe_member
+from coronet.data.download import ChecksumError, DownloadError, fetch, resolve_url
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

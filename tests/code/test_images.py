@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import REFERENCE
-from coronet.images import ImageDecodeError, decode_grayscale, fit_square, model_input
+from coronet.images import ImageDecodeError, decode_grayscale, fit_square, max_pixels
+from coronet.model.dataset import model_input
 
 
 def encoded(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
@@ -76,6 +77,22 @@ def test_bad_inputs_raise_a_specific_error(data, reason):
         data = full[: len(full) // 2]
     with pytest.raises(ImageDecodeError, match=reason):
         decode_grayscale(data)
+
+
+@pytest.mark.parametrize("factor", [1.5, 2.5])  # Pillow warns above its limit and refuses above twice it
+def test_decompression_bombs_are_refused_with_our_limit_in_words(monkeypatch, factor):
+    """Issue 16, defect 11: a bomb read "corrupt or truncated image data", and above twice the limit the
+    message quoted Pillow's figure, not ours."""
+    from PIL import Image as PILImage
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 10_000)
+    side = int((10_000 * factor) ** 0.5) + 1
+    data = encoded(Image.fromarray(np.zeros((side, side), np.uint8)), "PNG")
+    with pytest.raises(ImageDecodeError) as info:
+        decode_grayscale(data)
+    message = str(info.value)
+    assert f"image of {side * side:,} pixels is over the {max_pixels():,}-pixel limit" in message
+    assert "corrupt" not in message and "truncated" not in message
 
 
 def test_fit_square_stretch_and_pad():

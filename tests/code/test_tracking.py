@@ -14,15 +14,39 @@ def test_default_store_is_the_real_repository_under_dvc_temp_runs(tmp_path, monk
     monkeypatch.chdir(copy)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(real))
-    assert tracking.tracking_uri() == f"sqlite:///{real.resolve() / 'mlflow.db'}"
+    assert tracking.shown_uri() == f"sqlite:///{real.resolve() / 'mlflow.db'}"
+    assert tracking.tracking_uri().endswith(f"?timeout={tracking.SQLITE_BUSY_TIMEOUT_S}")  # queued writers wait
     experiment = mlflow.get_experiment(tracking.configure("coronet-test"))
     assert experiment.artifact_location == (real.resolve() / "mlartifacts").as_uri()
     assert tracking.configure("coronet-test") == experiment.experiment_id  # found, not created again
+    # The UI opens it on its runs (the training view), and MLflow's "Default", pointing into the temporary
+    # copy, is gone (deleted, so the UI does not list it).
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert mlflow.MlflowClient().get_experiment("0").lifecycle_stage == "deleted"
 
 
 def test_explicit_tracking_uri_wins(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/elsewhere.db")
-    assert tracking.tracking_uri() == f"sqlite:///{tmp_path}/elsewhere.db"
+    assert tracking.shown_uri() == f"sqlite:///{tmp_path}/elsewhere.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_a_read_only_store_is_a_configuration_error_in_one_line(monkeypatch, tmp_path, capsys):
+    """Issue 16, defect 4: a read-only mlflow.db gave ~190 lines of SQLAlchemy tracebacks, a warning that
+    named the wrong cause, and exit 0. SQLite's own read-only mode makes the store read-only for root too."""
+    store = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    tracking.configure("coronet-test")  # a store with the experiment in it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///file:{store}?mode=ro&uri=true")
+    run = tracking.PipelineRun("coronet-test")
+    capsys.readouterr()
+    with pytest.raises(tracking.TrackingConfigError) as info:
+        run.start()
+    message = str(info.value)
+    assert "is read-only" in message and "MLFLOW_TRACKING_URI" in message and "\n" not in message
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err and "sqlalchemy" not in err.lower()
 
 
 def test_a_failing_store_costs_one_warning_and_nothing_after(capsys):

@@ -20,20 +20,34 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, PngImagePlugin
-from test_dicom import RAMP, make_dicom
 
-from conftest import make_project, run_tool, set_params
-from coronet import synthetic
-from coronet.download import ChecksumError, DownloadError, fetch
-from coronet.duplicates import connected_groups
+from conftest import (
+    CLASSES,
+    RAMP,
+    in_process,
+    make_dicom,
+    make_project,
+    params_with,
+    run_tool,
+    set_params,
+    write_twins,
+)
+from coronet.data.download import ChecksumError, DownloadError, fetch
+from coronet.data.duplicates import connected_groups
+from coronet.data.manifest import select
+from coronet.data.phantom import draw_xray
+from coronet.data.sources import Candidate
+from coronet.data.split import assign_splits, check_leakage
 from coronet.files import atomic_dir, atomic_path
 from coronet.images import ImageDecodeError, decode_grayscale
-from coronet.manifest import select
-from coronet.sources import Candidate
-from coronet.split import assign_splits, check_leakage
+from coronet.params import MergeParams
 
-CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
 PAYLOAD = bytes(range(256)) * 2048  # 512 KiB
+
+
+def noise(shape: tuple[int, int] = (64, 64), seed: int = 0) -> np.ndarray:
+    """An image the input checks accept (not uniform, big enough), unlike a flat test pattern."""
+    return np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8)
 
 
 def encoded(gray: np.ndarray, fmt: str = "PNG", **options: object) -> bytes:
@@ -59,7 +73,7 @@ def duplicate_pool(tmp_path):
     """Six covid films of six patients, plus: film 0 saved again with other bytes (a PNG text chunk) under
     patient 90, film 1 rescaled to 60% under patient 91, film 2 cropped by 3% per side under patient 92."""
     rng = np.random.default_rng(5)
-    films = [synthetic.draw_xray(rng, "covid", 256) for _ in range(6)]
+    films = [draw_xray(rng, "covid", 256) for _ in range(6)]
     info = PngImagePlugin.PngInfo()
     info.add_text("Software", "another uploader")
     entries = {f"p{k}.png": encoded(film) for k, film in enumerate(films)}
@@ -77,8 +91,8 @@ def duplicate_pool(tmp_path):
 def test_identical_pixels_are_rejected_and_near_duplicates_grouped(duplicate_pool):
     pool, entries = duplicate_pool
     assert entries["p0.png"] != entries["p90.png"]  # different bytes, the same picture
-    counts = {"covid": 100, "normal": 0, "pneumonia_bacterial": 0, "pneumonia_viral": 0}
-    selection = select(pool, counts, CLASSES, seed=3)
+    cfg = MergeParams.parse(params_with({"merge.counts": {c: 100 if c == "covid" else 0 for c in CLASSES}, "seed": 3}))
+    selection = select(pool, cfg)
     selection.group_near_duplicates(max_distance=24)
     manifest = selection.manifest().set_index("original_path")
     rejected = selection.rejected_frame()
@@ -96,7 +110,7 @@ def test_identical_pixels_are_rejected_and_near_duplicates_grouped(duplicate_poo
     assert groups.nunique() == len(manifest) - 2
 
     # The same selection from the pool in another order keeps the same copy (deterministic).
-    again = select(list(reversed(pool)), counts, CLASSES, seed=3)
+    again = select(list(reversed(pool)), cfg)
     assert set(again.rejected_frame()["path"]) == {dropped}
 
 
@@ -140,14 +154,23 @@ def stage_project(tmp_path_factory):
     root = tmp_path_factory.mktemp("stages")
     mirror = root / "mirror"
     mirror.mkdir()
-    synthetic.write_archives(mirror / "covid-chestxray-dataset.zip", mirror / "ChestXRay2017.zip", 7, 8, 96)
+    write_twins(mirror, seed=7, images_per_class=8, size=96)
     project = make_project(root / "repo", {"download.source": "upstream", "download.mirror": mirror.as_uri(),
                                           "download.retries": 0, "download.timeout_s": 5, "resize.size": 64})
     return project, mirror
 
 
-def stage(project: Path, name: str):
-    return run_tool(project, "python", f"stages/{name}.py", check=False, timeout=300)
+@pytest.fixture
+def stage(monkeypatch, capsys):
+    """Runs a stage script in this process, as DVC would (its exit code, stdout and stderr): the same code
+    path as a subprocess without paying for one."""
+    import subprocess
+
+    def run(project: Path, name: str) -> subprocess.CompletedProcess[str]:
+        code, out, err = in_process(project, name, monkeypatch, capsys)
+        return subprocess.CompletedProcess([name], code, out, err)
+
+    return run
 
 
 @pytest.mark.parametrize(("key", "value", "says"), [
@@ -160,7 +183,7 @@ def stage(project: Path, name: str):
     ("train.image_size", 32, "train.image_size must be an integer >= 71"),
     ("evaluate.stress.transforms.blur", [0.1], "names unknown transform(s) ['blur']"),
 ])
-def test_bad_params_values_are_one_error_line(tmp_path, key, value, says):
+def test_bad_params_values_are_one_error_line(tmp_path, key, value, says, stage):
     project = make_project(tmp_path / "repo")
     set_params(project, {key: value})
     name = {"seed": "merge"}.get(key.split(".")[0], key.split(".")[0])
@@ -173,7 +196,7 @@ def test_debug_switch_shows_the_traceback(tmp_path):
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "ParamsError" in debug.stderr
 
 
-def test_missing_params_key_is_named(tmp_path):
+def test_missing_params_key_is_named(tmp_path, stage):
     project = make_project(tmp_path / "repo")
     params = (project / "params.yaml").read_text().replace("  val_size: 0.1", "")
     (project / "params.yaml").write_text(params)
@@ -185,14 +208,14 @@ def test_missing_params_key_is_named(tmp_path):
     ("http://", "cannot download"),
     ("file:///nonexistent/mirror", "no such file"),
 ])
-def test_mistyped_or_missing_mirrors_are_one_error_line(stage_project, mirror, says):
+def test_mistyped_or_missing_mirrors_are_one_error_line(stage_project, mirror, says, stage):
     project, _ = stage_project
     set_params(project, {"download.mirror": mirror})
     message = user_error(stage(project, "download"))
     assert says in message and "download.mirror" in message
 
 
-def test_unreachable_mirror_is_one_error_line(stage_project):
+def test_unreachable_mirror_is_one_error_line(stage_project, stage):
     project, _ = stage_project
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -202,7 +225,7 @@ def test_unreachable_mirror_is_one_error_line(stage_project):
     assert f"127.0.0.1:{port}" in message and "after 1 attempts" in message
 
 
-def test_bad_archive_is_one_error_line_and_leaves_the_cache(stage_project, tmp_path):
+def test_bad_archive_is_one_error_line_and_leaves_the_cache(stage_project, tmp_path, stage):
     project, mirror = stage_project
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -215,7 +238,7 @@ def test_bad_archive_is_one_error_line_and_leaves_the_cache(stage_project, tmp_p
     assert any(n.endswith("covid-chestxray-dataset.zip") for n in cached)  # the good one is kept
 
 
-def test_missing_metadata_columns_and_a_class_without_images(stage_project, tmp_path):
+def test_missing_metadata_columns_and_a_class_without_images(stage_project, tmp_path, stage):
     project, mirror = stage_project
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -240,7 +263,7 @@ def test_missing_metadata_columns_and_a_class_without_images(stage_project, tmp_
     assert (rejected["label"] == "covid").sum() == 6
 
 
-def test_data_that_cannot_be_split_is_one_error_line(stage_project):
+def test_data_that_cannot_be_split_is_one_error_line(stage_project, stage):
     project, mirror = stage_project
     set_params(project, {"download.mirror": mirror.as_uri()})
     assert stage(project, "download").returncode == 0
@@ -258,7 +281,7 @@ def test_predict_reports_odd_files_per_row(capsys, model_path, tmp_path):
     from coronet.cli import main
 
     good = tmp_path / "good.png"
-    good.write_bytes(encoded(np.full((90, 80), 100, np.uint8)))
+    good.write_bytes(encoded(noise((90, 80))))
     odd = {
         "window0.dcm": make_dicom(RAMP, WindowCenter=1000, WindowWidth=0),
         # pydicom refuses to write a non-numeric IS: patch the two value bytes of (0028,0008) "7 " -> "ma".
@@ -299,7 +322,7 @@ def test_gradcam_overlays_of_same_named_inputs_do_not_overwrite(capsys, model_pa
     inputs = [tmp_path / "a" / "scan.png", tmp_path / "b" / "scan.png", tmp_path / "scan.dcm"]
     for k, path in enumerate(inputs[:2]):
         path.parent.mkdir()
-        path.write_bytes(encoded(np.full((64, 64), 40 * (k + 1), np.uint8)))
+        path.write_bytes(encoded(noise(seed=k)))
     inputs[2].write_bytes(make_dicom(RAMP))
     cams = tmp_path / "cams"
     assert main(["predict", *map(str, inputs), "--model", str(model_path), "--gradcam", str(cams)]) == 0
@@ -310,15 +333,15 @@ def test_gradcam_overlays_of_same_named_inputs_do_not_overwrite(capsys, model_pa
 def test_served_model_answers_bad_rows_per_row_in_batches_and_caps_requests(model_path):
     from mlflow.exceptions import MlflowException
 
-    from coronet.predict import Classifier
-    from coronet.serving import CoronetImageModel
+    from coronet.model.classifier import Classifier
+    from coronet.serving.pyfunc import CoronetImageModel
 
     model = CoronetImageModel()
-    model.classifier, model.max_rows, model.batch_size = Classifier.load(model_path), 6, 2
+    model.classifier, model.max_rows, model.batch_size, model.low_confidence = Classifier.load(model_path), 6, 2, 0.5
     seen: list[int] = []
     probabilities = model.classifier.probabilities
     model.classifier.probabilities = lambda batch: seen.append(len(batch)) or probabilities(batch)
-    good = base64.b64encode(encoded(np.full((50, 50), 90, np.uint8))).decode()
+    good = base64.b64encode(encoded(noise((50, 50)))).decode()
     request = pd.DataFrame({"image": [good, None, "", "not base64!", base64.b64encode(b"plain text").decode(), good]})
     answer = model.predict(None, request)
     assert list(answer["predicted"] != "") == [True, False, False, False, False, True]
@@ -490,14 +513,14 @@ def test_tampered_download_is_deleted_and_a_good_one_reused(file_server, tmp_pat
     assert get(file_server, tmp_path).path.read_bytes() == PAYLOAD[::-1]
 
 
-def test_a_failing_second_archive_never_costs_the_first(file_server, tmp_path):
-    covid_zip, kermany_zip = tmp_path / "c.zip", tmp_path / "k.zip"
-    synthetic.write_archives(covid_zip, kermany_zip, seed=2, images_per_class=4, size=64)
+def test_a_failing_second_archive_never_costs_the_first(file_server, tmp_path, stage):
+    covid_zip, kermany_zip = tmp_path / "covid-chestxray-dataset.zip", tmp_path / "ChestXRay2017.zip"
+    write_twins(tmp_path, seed=2, images_per_class=4, size=64)
     file_server.files["/m/covid-chestxray-dataset.zip"] = covid_zip.read_bytes()
     project = make_project(tmp_path / "repo", {"download.source": "upstream", "download.retries": 0,
                                                "download.mirror": f"{file_server.url}/m"})
     assert "HTTP 404" in user_error(stage(project, "download"))
-    assert (project / "data/raw/covid/covid-chestxray-dataset.zip").read_bytes() == covid_zip.read_bytes()
+    assert (project / "data/raw/archives/covid-chestxray-dataset.zip").read_bytes() == covid_zip.read_bytes()
     file_server.files["/m/ChestXRay2017.zip"] = kermany_zip.read_bytes()
     assert stage(project, "download").returncode == 0
     # The COVID-19 archive came from the download cache, after the server said it had not changed.
@@ -508,26 +531,30 @@ def test_a_failing_second_archive_never_costs_the_first(file_server, tmp_path):
 # 7. Training state ----------------------------------------------------------------------------------------
 
 
-def test_checkpoint_fingerprint_covers_code_and_versions(monkeypatch, tmp_path):
-    import sys
-    import types
-
+def test_checkpoint_fingerprint_covers_the_declared_dependencies_and_versions(monkeypatch, tmp_path):
+    """A checkpoint belongs to the train stage's declared dependencies (a code fix in any of them, new
+    data), its params and the TensorFlow/Keras versions: nothing else resumes it."""
     import keras
 
-    from coronet.training import fingerprint
+    from coronet.model.checkpoints import fingerprint, stage_dependencies
 
-    module = tmp_path / "fake.py"
+    module, data = tmp_path / "fit.py", tmp_path / "images"
     module.write_text("LEARNING = 1\n")
-    fake = types.ModuleType("coronet.fake_for_test")
-    fake.__file__ = str(module)
-    monkeypatch.setitem(sys.modules, "coronet.fake_for_test", fake)
-    before = fingerprint({"epochs": 2}, "data")
-    assert fingerprint({"epochs": 2}, "data") == before
+    data.mkdir()
+    (data / "a.png").write_bytes(b"x")
+    (tmp_path / "dvc.yaml").write_text(f"stages:\n  train:\n    deps:\n      - {module}\n      - {data}\n")
+    deps = stage_dependencies("train", tmp_path / "dvc.yaml")
+    assert deps == [module, data]
+    before = fingerprint({"epochs": 2}, deps)
+    assert fingerprint({"epochs": 2}, deps) == before and fingerprint({"epochs": 3}, deps) != before
     module.write_text("LEARNING = 2  # a code fix\n")
-    assert fingerprint({"epochs": 2}, "data") != before
-    after_fix = fingerprint({"epochs": 2}, "data")
+    after_fix = fingerprint({"epochs": 2}, deps)
+    assert after_fix != before
+    (data / "b.png").write_bytes(b"y")  # one more image in a declared folder
+    assert fingerprint({"epochs": 2}, deps) != after_fix
+    now = fingerprint({"epochs": 2}, deps)
     monkeypatch.setattr(keras, "__version__", "0.0.1")
-    assert fingerprint({"epochs": 2}, "data") != after_fix
+    assert fingerprint({"epochs": 2}, deps) != now
 
 
 # 8. Files people share ----------------------------------------------------------------------------------

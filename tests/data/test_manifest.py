@@ -9,16 +9,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from coronet import synthetic
-from coronet.manifest import select
-from coronet.sources import Candidate, covid, kermany
+from conftest import CLASSES, params_with
+from coronet.data.manifest import select
+from coronet.data.sources import Candidate, covid, kermany
+from coronet.params import MergeParams, SyntheticParams
 
-CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
+
+def cfg(counts: dict[str, int] | None = None, seed: int = 1, role: str = "evaluate") -> MergeParams:
+    counts = {c: 0 for c in CLASSES} | (counts or {})
+    return MergeParams.parse(params_with({"merge.counts": counts, "seed": seed, "merge.controls.role": role}))
 
 
 def png(value: int) -> bytes:
+    """A 48 x 48 noise image, one per value (big and varied enough to pass the input checks)."""
     buffer = io.BytesIO()
-    Image.fromarray(np.full((8, 8), value, dtype=np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(np.random.default_rng(value).integers(0, 255, (48, 48), dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -42,12 +47,12 @@ def pool(tmp_path):
 
 
 def test_counts_spread_over_patients_first(pool):
-    chosen = select(pool, {"covid": 3, "normal": 0, "pneumonia_bacterial": 0, "pneumonia_viral": 0}, CLASSES, 1)
+    chosen = select(pool, cfg({"covid": 3}))
     assert sorted(r["patient_id"] for r in chosen.rows) == ["covid:P0", "covid:P1", "covid:P2"]
 
 
 def test_corrupt_and_duplicate_files_are_rejected_and_replaced(pool):
-    chosen = select(pool, {"covid": 9, "normal": 0, "pneumonia_bacterial": 0, "pneumonia_viral": 0}, CLASSES, 1)
+    chosen = select(pool, cfg({"covid": 9}))
     assert len(chosen.rows) == 7
     codes = sorted((r.path, r.code) for r in chosen.rejected)
     assert codes == [("P0/2.png", "undecodable"), ("P1/2.png", "duplicate")] or \
@@ -57,28 +62,70 @@ def test_corrupt_and_duplicate_files_are_rejected_and_replaced(pool):
 
 
 def test_selection_is_deterministic_for_a_seed(pool):
-    counts = {"covid": 4, "normal": 0, "pneumonia_bacterial": 0, "pneumonia_viral": 0}
-    first = select(pool, counts, CLASSES, 5).manifest()
-    assert first.equals(select(list(reversed(pool)), counts, CLASSES, 5).manifest())
+    first = select(pool, cfg({"covid": 4}, seed=5)).manifest()
+    assert first.equals(select(list(reversed(pool)), cfg({"covid": 4}, seed=5)).manifest())
 
 
 def test_labels_outside_the_class_list_are_refused(pool):
     stray = [Candidate("tuberculosis", "x", "x:1", "", "", "", "", pool[0].archive, pool[0].original_path)]
     with pytest.raises(ValueError, match="tuberculosis"):
-        select(stray, {c: 1 for c in CLASSES}, CLASSES, 0)
+        select(stray, cfg({c: 1 for c in CLASSES}))
 
 
-def test_synthetic_archives_are_deterministic_and_in_the_real_layouts(tmp_path):
+def test_synthetic_twins_are_deterministic_and_in_the_real_layouts(tmp_path):
+    syn = SyntheticParams(seed=3, images_per_class=6, image_size=96, controls_per_finding=2)
     for run in ("a", "b"):
-        synthetic.write_archives(tmp_path / run / "c.zip", tmp_path / run / "k.zip", 3, 6, 96)
+        covid.SOURCE.write_synthetic(tmp_path / run / "c.zip", syn, CLASSES)
+        kermany.SOURCE.write_synthetic(tmp_path / run / "k.zip", syn, CLASSES)
     for name in ("c.zip", "k.zip"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    covid_pool, covid_rejected = covid.candidates(tmp_path / "a" / "c.zip", ["PA", "AP", "AP Supine"], "COVID-19")
-    kermany_pool, _ = kermany.candidates(tmp_path / "a" / "k.zip")
-    assert len(covid_pool) >= 6 and {r.code for r in covid_rejected} >= {"finding", "view", "modality", "missing_file"}
+    covid_pool, covid_rejected = covid.SOURCE.candidates(tmp_path / "a" / "c.zip", cfg())
+    kermany_pool, _ = kermany.SOURCE.candidates(tmp_path / "a" / "k.zip", cfg())
+    assert len([c for c in covid_pool if c.cohort == "pool"]) >= 6
+    assert {r.code for r in covid_rejected} >= {"finding", "view", "modality", "missing_file"}
+    # The COVID twin's same-source controls: two per finding, each mapped as params map it (or to no class).
+    controls = {c.finding: c.label for c in covid_pool if c.cohort == "control"}
+    assert controls == {"No Finding": "normal", "Pneumonia/Bacterial/Streptococcus": "pneumonia_bacterial",
+                        "Pneumonia/Fungal/Pneumocystis": "", "Pneumonia/Viral/SARS": "pneumonia_viral"}
+    assert len([c for c in covid_pool if c.cohort == "control"]) == 8
     labels = [c.label for c in kermany_pool]
     assert min(labels.count(c) for c in CLASSES[1:]) >= 6
     with zipfile.ZipFile(tmp_path / "a" / "k.zip") as z:
         names = z.namelist()
     assert any(n.startswith("__MACOSX/") for n in names)
     assert any("/test/" in n for n in names) and any("/train/" in n for n in names)
+
+
+def control_pool(tmp_path) -> list[Candidate]:
+    """Three COVID-19 patients and three controls: one of a patient of its own, one of a COVID-19 patient
+    (patient covid:1 also has a No Finding film), one with no class."""
+    path = tmp_path / "c.zip"
+    rng = np.random.default_rng(4)
+    pool = []
+    with zipfile.ZipFile(path, "w") as z:
+        for k, (patient, label, cohort, finding) in enumerate([
+                ("1", "covid", "pool", "COVID-19"), ("2", "covid", "pool", "COVID-19"), ("3", "covid", "pool", "COVID-19"),
+                ("7", "normal", "control", "No Finding"), ("1", "normal", "control", "No Finding"),
+                ("8", "", "control", "Lipoid")]):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, format="PNG")
+            z.writestr(f"{k}.png", buffer.getvalue())
+            pool.append(Candidate(label, "covid", f"covid:{patient}", "PA", "", "", "", str(path), f"{k}.png", finding,
+                                  cohort))
+    return pool
+
+
+@pytest.mark.parametrize("role", ["evaluate", "train"])
+def test_controls_share_no_patient_with_what_is_trained_on(tmp_path, role):
+    selection = select(control_pool(tmp_path), cfg({"covid": 3}, role=role))
+    selection.group_near_duplicates(max_distance=0)
+    selection.separate_controls(role)
+    cohorts = {r["original_path"]: r["cohort"] for r in selection.rows}
+    rejected = selection.rejected_frame().set_index("path")
+    if role == "evaluate":  # scored only: the one of a COVID-19 patient is turned down, with its reason
+        assert cohorts == {"0.png": "pool", "1.png": "pool", "2.png": "pool", "3.png": "control", "5.png": "control"}
+        assert rejected.loc["4.png", "code"] == "control_overlap" and "covid:1" in rejected.loc["4.png", "reason"]
+    else:  # those with a class join the pool (mixed), and may share a patient with it; the classless stays apart
+        assert cohorts == {"0.png": "pool", "1.png": "pool", "2.png": "pool", "3.png": "mixed", "4.png": "mixed",
+                           "5.png": "control"}
+        assert rejected.empty

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from coronet.resize import resize_all
+from coronet.data.resize import resize_all
 
 
 def test_parallel_equals_single_process(tmp_path):

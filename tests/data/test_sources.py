@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REFERENCE
-from coronet.sources import MetadataError, covid, kermany
+from conftest import REFERENCE, params_with
+from coronet.data import sources
+from coronet.data.sources import MetadataError, covid, kermany
+from coronet.errors import ParamsError
+from coronet.params import MergeParams
+
+
+def cfg(role: str = "off") -> MergeParams:
+    return MergeParams.parse(params_with({"merge.controls.role": role}))
 
 OLDEST = """Patientid,offset,sex,age,finding,survival,view,date,location,folder,filename,doi, url,license,clinical notes,other notes
 2,0,M,65,COVID-19,Y,PA,2020,Vietnam,images,a.jpg,doi, http://x,,note,
@@ -40,7 +47,7 @@ def test_oldest_schema_headers_and_flat_findings(tmp_path):
     frame = covid.read_metadata(OLDEST)
     assert {"patientid", "url", "clinical notes", "modality"} <= set(frame.columns)
     path = archive_with(tmp_path, OLDEST, ["images/a.jpg", "images/b.jpg", "images/d.png"])
-    chosen, rejected = covid.candidates(path, ["PA", "AP", "AP Supine"], "COVID-19")
+    chosen, rejected = covid.SOURCE.candidates(path, cfg())
     assert [c.original_path for c in chosen] == ["repo-abc/images/a.jpg", "repo-abc/images/d.png"]
     assert chosen[0].patient_id == "covid:2" and chosen[0].age == "65" and chosen[1].licence == "CC BY"
     assert {r.code for r in rejected} == {"finding", "modality"}  # SARS; the CT volume (no modality column)
@@ -48,10 +55,61 @@ def test_oldest_schema_headers_and_flat_findings(tmp_path):
 
 def test_newest_schema_hierarchical_findings_and_trailing_comma(tmp_path):
     path = archive_with(tmp_path, NEWEST, ["images/a.jpg", "images/b.jpg", "images/e.jpg", "images/f.jpg"])
-    chosen, rejected = covid.candidates(path, ["PA", "AP", "AP Supine"], "COVID-19")
+    chosen, rejected = covid.SOURCE.candidates(path, cfg())
     assert [c.patient_id for c in chosen] == ["covid:2"]
     reasons = {r.row: r.code for r in rejected}
     assert reasons == {"3": "finding", "4": "view", "5": "modality", "6": "missing_file"}
+
+
+CONTROLS_FLAT = """patientid,finding,view,modality,folder,filename
+1,Streptococcus,PA,X-ray,images,1.jpg
+2,SARS,AP,X-ray,images,2.jpg
+3,No Finding,PA,X-ray,images,3.jpg
+4,Pneumocystis,PA,X-ray,images,4.jpg
+5,todo,PA,X-ray,images,5.jpg
+6,"COVID-19, ARDS",PA,X-ray,images,6.jpg
+7,Mycoplasma Bacterial Pneumonia,PA,X-ray,images,7.jpg
+8,"Streptococcus, Influenza",PA,X-ray,images,8.jpg
+"""
+CONTROLS_HIERARCHICAL = """patientid,finding,view,modality,folder,filename,
+1,Pneumonia/Bacterial/Streptococcus,PA,X-ray,images,1.jpg,
+2,Pneumonia/Viral/SARS,AP,X-ray,images,2.jpg,
+3,No Finding,PA,X-ray,images,3.jpg,
+4,Pneumonia/Fungal/Pneumocystis,PA,X-ray,images,4.jpg,
+5,todo,PA,X-ray,images,5.jpg,
+6,Pneumonia/Viral/COVID-19,PA,X-ray,images,6.jpg,
+7,Pneumonia/Bacterial/Nocardia,PA,X-ray,images,7.jpg,
+8,Pneumonia/Viral/Herpes,L,X-ray,images,8.jpg,
+"""
+
+
+@pytest.mark.parametrize(("metadata", "expected"), [
+    (CONTROLS_FLAT, {"1": "pneumonia_bacterial", "2": "pneumonia_viral", "3": "normal", "4": "", "7":
+                     "pneumonia_bacterial", "8": ""}),
+    (CONTROLS_HIERARCHICAL, {"1": "pneumonia_bacterial", "2": "pneumonia_viral", "3": "normal", "4": "",
+                             "7": "pneumonia_bacterial"}),
+])
+def test_same_source_controls_in_both_metadata_eras(tmp_path, metadata, expected):
+    """Issue 18: the collection's other findings become controls with the class params map them to (flat
+    names and any part of a hierarchical one), none for fungal ones or mixed findings; `todo` is rejected."""
+    path = archive_with(tmp_path, metadata, [f"images/{k}.jpg" for k in range(1, 9)])
+    chosen, rejected = covid.SOURCE.candidates(path, cfg("evaluate"))
+    controls = {c.patient_id.removeprefix("covid:"): c.label for c in chosen if c.cohort == "control"}
+    assert controls == expected
+    assert [(c.patient_id, c.label, c.cohort) for c in chosen if c.cohort == "pool"] == [("covid:6", "covid", "pool")]
+    reasons = {r.row: (r.code, r.reason) for r in rejected}
+    assert reasons["6"][0] == "finding" and "not a diagnosis" in reasons["6"][1]  # todo (CSV line 6)
+    if metadata is CONTROLS_HIERARCHICAL:
+        assert reasons["9"][0] == "view"  # a lateral control is turned down like a lateral COVID-19 film
+    off, rejected_off = covid.SOURCE.candidates(path, cfg("off"))
+    assert all(c.cohort == "pool" for c in off) and sum(r.code == "finding" for r in rejected_off) >= 6
+
+
+def test_the_registry_finds_every_source_module():
+    found = sources.registered()
+    assert set(found) == {"covid", "kermany"} and found["kermany"].cohort_ages == "1-5 by provenance"
+    with pytest.raises(ParamsError, match=r"download\.archives names source 'toy', but no module"):
+        sources.get("toy")
 
 
 def test_missing_columns_are_named():
@@ -102,7 +160,7 @@ def test_kermany_archive_pool_ignores_macos_junk(tmp_path):
                      "__MACOSX/chest_xray/train/NORMAL/._IM-0001-0001.jpeg", "chest_xray/.DS_Store",
                      "chest_xray/train/NORMAL/._IM-0002-0001.jpeg", "chest_xray/README.txt"]:
             z.writestr(name, b"x")
-    chosen, rejected = kermany.candidates(path)
+    chosen, rejected = kermany.SOURCE.candidates(path, cfg())
     assert sorted(c.label for c in chosen) == ["normal", "pneumonia_viral"]
     assert [r.path for r in rejected] == ["chest_xray/README.txt"]
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coronet.split import LeakageError, assign_splits, check_leakage
+from coronet.data.split import LeakageError, assign_splits, check_leakage
 
 CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
 
@@ -55,3 +55,22 @@ def test_leakage_is_reported_and_enforced():
     merged.loc[merged.index[0], "sha256"] = merged.loc[merged["split"] != merged["split"].iloc[0], "sha256"].iloc[0]
     with pytest.raises(LeakageError, match="identical image"):
         check_leakage(merged, "none")
+
+
+def test_controls_form_their_own_split_and_share_nothing():
+    frame = manifest([2] * 60)
+    frame["cohort"] = "pool"
+    controls = pd.DataFrame([{"id": f"c{k}", "label": ["normal", ""][k % 2], "patient_id": f"C{k}", "sha256": f"c{k}",
+                              "png_sha256": f"xc{k}", "cohort": "control"} for k in range(6)])
+    both = pd.concat([frame, controls], ignore_index=True)
+    splits = assign_splits(both, 0.2, 0.1, "patient", 3)
+    merged = both.merge(splits, on="id")
+    assert set(merged.loc[merged["cohort"] == "control", "split"]) == {"control"}
+    assert set(merged.loc[merged["cohort"] == "pool", "split"]) == {"train", "val", "test"}
+    # the pool's assignment does not depend on the controls being there
+    pd.testing.assert_frame_equal(splits[splits["split"] != "control"].reset_index(drop=True),
+                                  assign_splits(frame, 0.2, 0.1, "patient", 3))
+    assert check_leakage(merged, "patient")["patients_shared"] == 0
+    merged.loc[merged["id"] == "c0", "patient_id"] = merged.loc[merged["split"] == "train", "patient_id"].iloc[0]
+    with pytest.raises(LeakageError, match="patient"):  # a control of a training patient is leakage
+        check_leakage(merged, "patient")

@@ -21,7 +21,7 @@ def bright_square_model():
 
 
 def test_heatmap_peaks_on_the_planted_square():
-    from coronet.gradcam import gradcam, overlay
+    from coronet.evaluation.gradcam import gradcam, overlay
 
     model = bright_square_model()
     image = np.full((32, 32, 3), 20.0, dtype="float32")
@@ -31,12 +31,15 @@ def test_heatmap_peaks_on_the_planted_square():
     peak = np.unravel_index(np.argmax(heatmap), heatmap.shape)
     assert 20 <= peak[0] < 25 and 5 <= peak[1] < 10
     assert heatmap.max() == 1.0 and heatmap[0, 31] < 0.2
-    picture = overlay(image[..., 0].astype(np.uint8), heatmap)
-    assert picture.shape == (32, 32, 3) and picture.dtype == np.uint8
+    picture = overlay(image[..., 0].astype(np.uint8), heatmap, caption="Grad-CAM: class 1 0.98")
+    assert picture.shape == (448, 448, 3) and picture.dtype == np.uint8  # a 32 px input enlarged to be read
+    top, hot = picture[:20], picture[20 * 14 : 25 * 14, 5 * 14 : 10 * 14]
+    assert (top.max(axis=2) > 200).any() and (top.max(axis=2) < 30).mean() > 0.5  # the caption on its band
+    assert hot[..., 0].mean() > hot[..., 2].mean()  # the square shows red (jet's high end), not blue
 
 
 def test_heatmap_of_the_other_class_is_empty():
-    from coronet.gradcam import gradcam
+    from coronet.evaluation.gradcam import gradcam
 
     image = np.full((32, 32, 3), 20.0, dtype="float32")
     image[3:6, 3:6] = 255.0
@@ -49,7 +52,7 @@ def test_saturated_model_still_shows_where_it_looks():
     score's does not, and the map still peaks on the square."""
     import tensorflow as tf
 
-    from coronet.gradcam import gradcam
+    from coronet.evaluation.gradcam import gradcam
 
     model = bright_square_model()
     kernel, bias = model.layers[-1].get_weights()

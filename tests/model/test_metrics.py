@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from coronet.metrics import compute_metrics
+from coronet.evaluation.metrics import compute_metrics
 
 CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
 GROUPS = {"covid": ["covid"], "normal": ["normal"], "pneumonia": ["pneumonia_bacterial", "pneumonia_viral"]}

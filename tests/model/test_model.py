@@ -12,12 +12,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from coronet.dataset import make_dataset
-from coronet.model import WeightsUnavailableError, build_model
-from coronet.predict import Classifier
-from coronet.training import recalibrate_batchnorm
+from conftest import CLASSES
+from coronet.model.batchnorm import recalibrate_batchnorm
+from coronet.model.classifier import Classifier
+from coronet.model.dataset import make_dataset
+from coronet.model.network import WeightsUnavailableError, build_model
+from coronet.params import AugmentParams
 
-CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
+PAPER_AUGMENT = AugmentParams(rotation_deg=50, width_shift=0.2, height_shift=0.2, shear_deg=0.25, zoom=0.1,
+                              channel_shift=20, horizontal_flip=True, vertical_flip=True)
 
 
 def test_parameter_counts_match_table_iii():
@@ -79,9 +82,7 @@ def test_augmentation_only_when_asked(tmp_path):
     plain = make_dataset(frame, CLASSES, 71, 4)
     first, second = (next(iter(plain))[0].numpy() for _ in range(2))
     np.testing.assert_array_equal(first, second)  # evaluation input never changes
-    augment = {"rotation_deg": 50, "width_shift": 0.2, "height_shift": 0.2, "shear_deg": 0.25, "zoom": 0.1,
-               "channel_shift": 20, "horizontal_flip": True, "vertical_flip": True}
-    augmented = next(iter(make_dataset(frame, CLASSES, 71, 4, augment=augment, seed=3)))[0].numpy()
+    augmented = next(iter(make_dataset(frame, CLASSES, 71, 4, augment=PAPER_AUGMENT, seed=3)))[0].numpy()
     assert augmented.shape == first.shape and not np.allclose(augmented, first)
 
 
@@ -107,12 +108,12 @@ def test_same_seed_same_model_on_cpu(tmp_path):
     """Seeds from params make training bit-identical on CPU: two fits, the same weights."""
     import keras
 
-    from coronet.training import set_seeds
+    from coronet.model.runtime import set_seeds
 
     rng = np.random.default_rng(3)
     paths = [str(write_png(tmp_path / f"{i}.png", rng.integers(0, 255, (64, 64), dtype=np.uint8))) for i in range(8)]
     frame = pd.DataFrame({"path": paths, "label": CLASSES * 2})
-    augment = {"rotation_deg": 50, "zoom": 0.1, "channel_shift": 20, "horizontal_flip": True}
+    augment = AugmentParams(50, 0, 0, 0, 0.1, 20, True, False)
 
     def fit_once() -> list[np.ndarray]:
         set_seeds(11)

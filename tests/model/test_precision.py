@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from coronet import training
 from coronet.errors import ParamsError
-from coronet.model import build_model, inference_copy
+from coronet.model import runtime
+from coronet.model.network import build_model, inference_copy
+from coronet.params import AugmentParams
 
 CLASSES = ["covid", "normal"]
 
@@ -28,18 +29,21 @@ def policy():
                                                  ({"avx512f", "amx_bf16"}, "mixed_bfloat16"),
                                                  ({"avx2", "fma"}, "float32"), (set(), "float32")])
 def test_auto_picks_bfloat16_only_on_cpus_that_have_it(monkeypatch, flags, expected):
-    monkeypatch.setattr(training, "cpu_flags", lambda: flags)
-    assert training.resolve_precision("auto") == expected
-    assert training.resolve_precision("float32") == "float32"  # an explicit choice stands
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    assert runtime.resolve_precision("auto") == expected
+    assert runtime.resolve_precision("float32") == "float32"  # an explicit choice stands
 
 
 def test_float16_without_a_gpu_is_refused():
     with pytest.raises(ParamsError, match="mixed_float16 needs a GPU"):
-        training.resolve_precision("mixed_float16")
+        runtime.resolve_precision("mixed_float16")
 
 
-def test_this_linux_cpu_reports_its_flags():
-    assert "fpu" in training.cpu_flags()  # every x86 CPU since the 486; proves /proc/cpuinfo was read
+def test_cpu_flags_are_read_from_cpuinfo():
+    """The flags line of /proc/cpuinfo's format (what the kernel prints), not whatever this machine has."""
+    text = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx512f amx_bf16\nbugs\t\t: spectre_v1\n"
+    assert runtime.cpu_flags(text) == {"fpu", "sse2", "avx512f", "amx_bf16"}
+    assert runtime.cpu_flags("no flags here\n") == set()
 
 
 def test_bfloat16_training_saves_a_float32_model(tmp_path, policy):
@@ -47,7 +51,7 @@ def test_bfloat16_training_saves_a_float32_model(tmp_path, policy):
     head's softmax is float32, and the saved copy computes in float32 with the trained weights."""
     import keras
 
-    from coronet.dataset import make_dataset
+    from coronet.model.dataset import make_dataset
 
     rng = np.random.default_rng(0)
     paths = []
@@ -55,10 +59,10 @@ def test_bfloat16_training_saves_a_float32_model(tmp_path, policy):
         paths.append(str(tmp_path / f"{i}.png"))
         Image.fromarray(rng.integers(0, 255, (80, 80), dtype=np.uint8)).save(paths[-1])
     frame = pd.DataFrame({"path": paths, "label": CLASSES * 2})
-    training.set_precision("mixed_bfloat16")
+    runtime.set_precision("mixed_bfloat16")
     model = build_model(CLASSES, 71, "none")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
-    augment = {"rotation_deg": 10, "zoom": 0.1, "channel_shift": 20, "horizontal_flip": True}
+    augment = AugmentParams(10, 0, 0, 0, 0.1, 20, True, False)
     model.fit(make_dataset(frame, CLASSES, 71, 2, augment=augment, shuffle=True, seed=1), epochs=1, verbose=0)
     assert model.get_layer("block1_conv1").compute_dtype == "bfloat16"
     assert model.output.dtype == "float32"

@@ -1,15 +1,19 @@
-"""Model tier: the shortcut stress tests (nuisance transforms, flip rates, known-answer models)."""
+"""Model tier: the nuisance transforms, the stress tests, the lungs-removed test and the same-source controls,
+on known-answer models (whose shortcut, or lack of one, is built in)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from coronet import stress
-from coronet.predict import Classifier
+from conftest import CLASSES
+from coronet import nuisance
+from coronet.evaluation import controls, stress
+from coronet.model.classifier import Classifier
 
-CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
 SIZE = 71
+STRENGTH = {"hflip": 1.0, "equalize": 1.0, "gamma": 0.5, "contrast": 0.5, "lungs_removed": 0.7, "lungs_only": 0.7}
 
 
 def film(seed: int, size: int = 224) -> np.ndarray:
@@ -18,26 +22,36 @@ def film(seed: int, size: int = 224) -> np.ndarray:
     return rng.integers(170, 231, (size, size), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("name", sorted(stress.TRANSFORMS))
+@pytest.mark.parametrize("name", sorted(nuisance.TRANSFORMS))
 def test_each_transform_keeps_shape_and_range_and_is_deterministic(name):
     image = film(1)
-    strength = 0.2 if name not in {"hflip", "equalize"} else 1.0
-    once = stress.apply(name, [image, film(2)], strength, seed=7)
-    again = stress.apply(name, [image, film(2)], strength, seed=7)
+    strength = STRENGTH.get(name, 0.2)
+    once = nuisance.apply(name, [image, film(2)], strength, seed=7)
+    again = nuisance.apply(name, [image, film(2)], strength, seed=7)
     for out, repeat in zip(once, again, strict=True):
         assert out.shape == image.shape and out.dtype == np.uint8
         np.testing.assert_array_equal(out, repeat)
     assert not np.array_equal(once[0], image)  # a real change at this strength
-    np.testing.assert_array_equal(stress.apply(name, [image], 0.0, seed=7)[0], image)  # strength 0: the original
+    identity = 1.0 if name == "lungs_only" else 0.0  # lungs_only keeps everything at 1
+    np.testing.assert_array_equal(nuisance.apply(name, [image], identity, seed=7)[0], image)
 
 
 def test_frames_cover_exactly_the_border():
     image = film(3, 100)
-    median = stress.TRANSFORMS["frame_median"](image, 0.2, np.random.default_rng(0))
-    black = stress.TRANSFORMS["frame_black"](image, 0.2, np.random.default_rng(0))
+    median = nuisance.TRANSFORMS["frame_median"].fn(image, 0.2, np.random.default_rng(0))
+    black = nuisance.TRANSFORMS["frame_black"].fn(image, 0.2, np.random.default_rng(0))
     assert (black[:20] == 0).all() and (black[:, 80:] == 0).all()
     np.testing.assert_array_equal(black[20:80, 20:80], image[20:80, 20:80])
     assert (median[:20] == int(np.median(image))).all()
+
+
+def test_the_lung_tests_blank_the_centre_or_everything_else():
+    image = film(4, 100)
+    removed = nuisance.lungs_removed(image, 0.6)
+    kept = nuisance.lungs_only(image, 0.6)
+    fill = int(np.median(image))
+    assert (removed[20:80, 20:80] == fill).all() and np.array_equal(removed[:20], image[:20])
+    assert np.array_equal(kept[20:80, 20:80], image[20:80, 20:80]) and (kept[:20] == fill).all()
 
 
 def linear_classifier(weights_for_covid: np.ndarray) -> Classifier:
@@ -63,34 +77,64 @@ def ring(width: float) -> np.ndarray:
     return grid
 
 
+KEYED = ring(0.1)  # reads only the outer tenth: where a frame goes, what the lung tests keep or blank
+CENTRE = 1 - ring(0.3)  # reads only the centre, which a 20% frame never touches
+
+
 def test_a_model_keyed_on_the_frame_flips_and_one_that_ignores_it_does_not():
     images = [film(k) for k in range(12)]
     labels = ["normal"] * 12
-    keyed = linear_classifier(ring(0.1))  # reads only the outer tenth: where a frame goes
-    centre = 1 - ring(0.3)  # reads only the centre, which a 20% frame never touches
-    ignoring = linear_classifier(centre)
-    transforms = {"frame_black": [0.2], "hflip": [1.0]}
+    transforms = {"frame_black": (0.2,), "hflip": (1.0,)}
 
-    shortcut = stress.run(keyed, images, labels, transforms, seed=0, batch_size=5)
+    shortcut = stress.run(linear_classifier(KEYED), images, labels, transforms, seed=0, batch_size=5)
     assert shortcut["baseline"]["accuracy"] == 1.0  # every bright film is "normal" before
     frame = shortcut["transforms"]["frame_black"]["0.2"]
     assert frame["flip_rate"] == 1.0 and frame["flip_to"]["covid"] == 1.0 and frame["called"]["covid"] == 1.0
     assert frame["accuracy"] == 0.0 and frame["mean_probability_change"]["covid"] > 0.5
     assert shortcut["transforms"]["hflip"]["1"]["flip_rate"] == 0.0  # the ring is symmetric
-    assert stress.warnings(shortcut, 0.2) and "frame_black at strength 0.2 changes 100%" in stress.warnings(
-        shortcut, 0.2)[0]
+    found = stress.warnings(shortcut, 0.2)
+    assert found and "frame_black at strength 0.2 changes 100%" in found[0]
 
-    robust = stress.run(ignoring, images, labels, transforms, seed=0, batch_size=5)
+    robust = stress.run(linear_classifier(CENTRE), images, labels, transforms, seed=0, batch_size=5)
     assert robust["transforms"]["frame_black"]["0.2"]["flip_rate"] == 0.0
     assert abs(robust["transforms"]["frame_black"]["0.2"]["mean_probability_change"]["covid"]) < 1e-3
     assert stress.warnings(robust, 0.2) == []
 
 
-def test_unknown_transforms_and_bad_strengths_are_params_errors():
-    from coronet.errors import ParamsError
-    from coronet.params import Section
+def test_lungs_removed_a_model_that_reads_the_border_stays_above_chance_and_one_that_reads_the_lungs_does_not():
+    """Maguolo & Nanni's test as a known answer: half the films framed black (called COVID-19 by the
+    border reader, and they are COVID-19 here), half not."""
+    images = [nuisance.frame(film(k), 0.1, 0) if k % 2 == 0 else film(k) for k in range(24)]
+    labels = ["covid" if k % 2 == 0 else "normal" for k in range(24)]
+    tests = {"lungs_removed": (0.7,), "lungs_only": (0.7,)}
 
-    with pytest.raises(ParamsError, match="unknown transform"):
-        stress.check_params(Section({"warn_flip_rate": 0.2, "transforms": {"blur": [0.1]}}, "evaluate.stress."))
-    with pytest.raises(ParamsError, match=r"evaluate\.stress\.transforms\.jpeg must be a list"):
-        stress.check_params(Section({"warn_flip_rate": 0.2, "transforms": {"jpeg": 5}}, "evaluate.stress."))
+    border = stress.run(linear_classifier(KEYED), images, labels, tests, seed=0, batch_size=8)
+    assert border["chance"] == 0.5 and border["baseline"]["accuracy"] == 1.0
+    verdicts = stress.lung_verdicts(border)
+    assert verdicts["lungs_removed 0.7"]["accuracy"] == 1.0 and verdicts["lungs_removed 0.7"]["above_chance"]
+    assert any("lung fields blanked" in w for w in stress.warnings(border, 0.2))
+
+    lungs = stress.run(linear_classifier(CENTRE), images, labels, tests, seed=0, batch_size=8)
+    removed = stress.lung_verdicts(lungs)["lungs_removed 0.7"]
+    assert removed["accuracy"] == 0.5 and not removed["above_chance"]  # every film alike without its centre
+    assert not any("lung fields blanked" in w for w in stress.warnings(lungs, 0.2))
+
+
+def test_a_model_keyed_on_the_source_look_calls_the_controls_covid_and_one_that_ignores_it_does_not():
+    """Issue 18's known answer: the controls carry the COVID-19 collection's look (framed figures) and no
+    COVID-19; the other source's normal films are plain. The border reader calls every control COVID-19."""
+    framed = [nuisance.frame(film(k), 0.1, 0) for k in range(10)]
+    plain = [film(100 + k) for k in range(10)]
+    for classifier, expected in ((linear_classifier(KEYED), 1.0), (linear_classifier(CENTRE), 0.0)):
+        called = classifier.predict_gray(framed, 4).argmax(axis=1)
+        others = classifier.predict_gray(plain, 4).argmax(axis=1)
+        scored = pd.DataFrame({"id": range(10), "label": "normal", "source": "covid", "finding": "No Finding",
+                               "predicted": [CLASSES[i] for i in called]})
+        test = pd.DataFrame({"id": range(10), "label": "normal", "source": "kermany",
+                             "predicted": [CLASSES[i] for i in others]})
+        summary = controls.summarize(scored, test, "covid", 0.95)
+        assert summary["called_screening"]["rate"] == expected
+        assert summary["other_source_called_screening"]["rate"] == 0.0
+        assert summary["by_finding"]["No Finding"]["n"] == 10
+        words = controls.verdict(summary)
+        assert ("reads the source's look" in words) == (expected == 1.0)

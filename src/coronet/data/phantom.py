@@ -1,0 +1,107 @@
+"""Synthetic chest films for the offline twins of the sources (:mod:`coronet.data.sources`).
+
+Each class gets its own finding, drawn on a chest-like phantom, so a CNN has something real to learn:
+covid = bilateral peripheral ground-glass blobs; bacterial = one dense lobar consolidation; viral =
+a coarse bilateral reticular pattern; normal = clear lungs. :func:`publication_look` gives a film the
+look of a figure from a paper (a frame, burned-in labels), which is how the real COVID-19 collection
+differs from hospital films: the confound the shortcut evidence measures. Everything is a pure function
+of the generator passed in.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from coronet import nuisance
+
+ZIP_TIME = (2020, 1, 1, 0, 0, 0)
+
+
+def draw_xray(rng: np.random.Generator, label: str, size: int) -> np.ndarray:
+    """A chest-like 8-bit grayscale phantom with the class's finding."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
+    # Patient positioning and exposure differ from film to film, as in real collections (without this,
+    # distinct phantoms look like near duplicates to a perceptual hash).
+    scale, turn = rng.uniform(0.85, 1.15), np.radians(rng.uniform(-6, 6))
+    dx, dy = xx - 0.5 - rng.uniform(-0.08, 0.08), yy - 0.5 - rng.uniform(-0.08, 0.08)
+    xx = (dx * np.cos(turn) - dy * np.sin(turn)) / scale + 0.5
+    yy = (dx * np.sin(turn) + dy * np.cos(turn)) / scale + 0.5
+    image = 35 + 30 * yy
+    torso = ((xx - 0.5) / rng.uniform(0.40, 0.46)) ** 2 + ((yy - 0.56) / 0.52) ** 2 < 1
+    image += 95 * torso
+    lungs = np.zeros_like(image, dtype=bool)
+    centres = []
+    for side in (-1, 1):
+        cx, cy = 0.5 + side * rng.uniform(0.15, 0.19), rng.uniform(0.47, 0.53)
+        rx, ry = rng.uniform(0.11, 0.14), rng.uniform(0.25, 0.30)
+        lungs |= ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1
+        centres.append((cx, cy, rx, ry))
+    image -= 70 * lungs
+    image += 60 * (np.abs(xx - 0.5) < 0.025) * torso  # spine
+    image += 12 * lungs * (np.sin(2 * np.pi * (yy * 14 + 3 * (xx - 0.5) ** 2)) > 0.7)  # ribs
+    finding = np.zeros_like(image)
+    if label == "covid":
+        for cx, cy, rx, ry in centres:
+            for _ in range(rng.integers(2, 4)):
+                side = np.sign(cx - 0.5)
+                bx = cx + side * rng.uniform(0.2, 0.7) * rx
+                by = cy + rng.uniform(0.0, 0.7) * ry
+                sigma = rng.uniform(0.04, 0.06)
+                finding += rng.uniform(45, 65) * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * sigma**2))
+    elif label == "pneumonia_bacterial":
+        cx, cy, rx, ry = centres[rng.integers(0, 2)]
+        bx, by = cx + rng.uniform(-0.3, 0.3) * rx, cy + rng.uniform(-0.2, 0.5) * ry
+        finding += rng.uniform(85, 105) * (((xx - bx) / (0.7 * rx)) ** 2 + ((yy - by) / (0.35 * ry)) ** 2 < 1)
+    elif label == "pneumonia_viral":
+        freq = rng.uniform(9, 12)
+        phase = rng.uniform(0, 1, size=2)
+        mesh = (np.abs(np.sin(np.pi * (xx * freq + phase[0]))) < 0.35) | (
+            np.abs(np.sin(np.pi * (yy * freq + phase[1]))) < 0.35
+        )
+        finding += rng.uniform(35, 45) * mesh
+    image += finding * lungs
+    image = image * rng.uniform(0.8, 1.2) + rng.uniform(-20, 20)
+    image += rng.normal(0, 6, size=image.shape)
+    out = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.2))
+    return np.asarray(out)
+
+
+def encode(gray: np.ndarray, fmt: str, mode: str = "L", size: tuple[int, int] | None = None) -> bytes:
+    image = Image.fromarray(gray)
+    if size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    if mode == "RGBA":
+        image = image.convert("RGBA")
+    elif mode == "P":
+        image = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
+    elif mode != "L":
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def write_zip(path: Path, entries: Iterable[tuple[str, bytes]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+
+
+def publication_look(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A film as papers print it: often framed (white or black, of varying width) and often labelled with
+    burned-in text or an arrow. The frame and marker are the nuisance transforms' own."""
+    if rng.uniform() < 0.6:
+        gray = nuisance.frame(gray, float(rng.uniform(0.04, 0.12)), int(rng.choice([0, 255])))
+    if rng.uniform() < 0.4:
+        gray = nuisance.marker(gray, float(rng.uniform(0.1, 0.2)), rng, str(rng.choice(nuisance.MARKER_TEXTS)))
+    return gray

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, evidence (intervals, calibration, confounds, controls), stress tests, figures, model card."""

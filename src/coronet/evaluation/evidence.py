@@ -1,0 +1,70 @@
+"""Everything around the headline numbers: intervals, calibration, breakdowns, the confound probe and
+the leakage check, as nested dicts for metrics.json."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from coronet.data import sources
+from coronet.data.split import leakage_counts
+from coronet.evaluation import controls as same_source
+from coronet.evaluation.calibration import brier_score, expected_calibration_error
+from coronet.evaluation.confounds import age_band, breakdown, source_probe
+from coronet.evaluation.intervals import bootstrap, per_class_wilson
+from coronet.evaluation.metrics import averages, confusion, per_class_scores, roc_auc_per_class
+from coronet.params import EvaluateParams
+
+
+def _macro_f1(classes: list[str]) -> Callable[[pd.DataFrame], float | None]:
+    def statistic(sample: pd.DataFrame) -> float | None:
+        return averages(per_class_scores(confusion(sample, classes), classes))["macro_avg"]["f1"]
+
+    return statistic
+
+
+def intervals(predictions: pd.DataFrame, classes: list[str], resamples: int, seed: int, level: float
+              ) -> dict[str, Any]:
+    statistics = {
+        "accuracy": lambda s: float((s["label"] == s["predicted"]).mean()),
+        "macro_f1": _macro_f1(classes),
+        **{f"roc_auc.{c}": (lambda s, c=c: roc_auc_per_class(s, [c])[c]) for c in classes},
+    }
+    boot = bootstrap(predictions, statistics, resamples, seed, level)
+    return {
+        "level": level,
+        "per_class": per_class_wilson(confusion(predictions, classes), classes, level),
+        "accuracy": boot["accuracy"],
+        "macro_f1": boot["macro_f1"],
+        "roc_auc": {c: boot[f"roc_auc.{c}"] for c in classes},
+        "bootstrap_resamples": resamples,
+    }
+
+
+def collect(predictions: pd.DataFrame, controls: pd.DataFrame, images: pd.DataFrame, stats: pd.DataFrame,
+            features: np.ndarray, cfg: EvaluateParams) -> dict[str, Any]:
+    """``images``: every image with id, split, cohort, source, patient_id, hashes, age (all splits, the
+    controls too); ``features``: the model's penultimate activations for ``images`` rows, in that order;
+    ``controls``: the scored same-source controls' predictions."""
+    classes = cfg.scheme.classes
+    cohorts = {name: source.cohort_ages for name, source in sources.registered().items()}
+    test = predictions.merge(images[["id", "source", "age"]], on="id", validate="one_to_one")
+    test["age_band"] = [age_band(a, cohorts.get(s, "")) for a, s in zip(test["age"], test["source"], strict=True)]
+    ordered_stats = images[["id"]].merge(stats, on="id", how="left", validate="one_to_one")
+    plain = ordered_stats.drop(columns="id").to_numpy(dtype=float)
+    source = images["source"].to_numpy()
+    return {
+        "intervals": intervals(predictions, classes, cfg.bootstrap_resamples, cfg.seed, cfg.ci_level),
+        "calibration": {"ece": expected_calibration_error(predictions, classes, cfg.calibration_bins),
+                        "brier": brier_score(predictions, classes), "bins": cfg.calibration_bins},
+        "by_source": breakdown(test, "source", classes),
+        "by_age_band": breakdown(test, "age_band", classes),
+        "confound_probe": {"image_statistics": source_probe(plain, source, cfg.probe_folds, cfg.seed),
+                           "model_features": source_probe(features, source, cfg.probe_folds, cfg.seed),
+                           "images": len(images)},
+        "controls": same_source.summarize(controls, test, cfg.scheme.screening, cfg.ci_level),
+        "leakage": leakage_counts(images),
+    }

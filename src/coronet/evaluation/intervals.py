@@ -1,0 +1,54 @@
+"""95% confidence intervals: Wilson for proportions, a seeded bootstrap over test images for the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+from coronet.evaluation.metrics import one_vs_rest
+
+
+def wilson(successes: int, trials: int, level: float = 0.95) -> dict[str, float] | None:
+    """Wilson score interval of successes / trials; None when there are no trials."""
+    if trials == 0:
+        return None
+    ci = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=level, method="wilson")
+    return {"low": float(ci.low), "high": float(ci.high)}
+
+
+def per_class_wilson(matrix: np.ndarray, classes: list[str], level: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Precision, recall and specificity intervals from the confusion matrix (rows actual, columns predicted)."""
+    out = {}
+    for i, name in enumerate(classes):
+        tp, fn, fp, tn = one_vs_rest(matrix, i)
+        out[name] = {"precision": wilson(tp, tp + fp, level), "recall": wilson(tp, tp + fn, level),
+                     "specificity": wilson(tn, tn + fp, level)}
+    return out
+
+
+def bootstrap(
+    predictions: pd.DataFrame,
+    statistics: dict[str, Callable[[pd.DataFrame], float | None]],
+    resamples: int,
+    seed: int,
+    level: float = 0.95,
+) -> dict[str, dict[str, float] | None]:
+    """Percentile intervals of each statistic over ``resamples`` resamples of the test images (rows)
+    drawn with replacement. Resamples where a statistic is undefined (an AUC without both classes)
+    are left out of that statistic's interval."""
+    rng = np.random.default_rng(seed)
+    n = len(predictions)
+    values: dict[str, list[float]] = {name: [] for name in statistics}
+    for _ in range(resamples):
+        sample = predictions.iloc[rng.integers(0, n, n)]
+        for name, statistic in statistics.items():
+            value = statistic(sample)
+            if value is not None and not np.isnan(value):
+                values[name].append(value)
+    tail = (1 - level) / 2 * 100
+    return {name: ({"low": float(np.percentile(v, tail)), "high": float(np.percentile(v, 100 - tail))} if v else None)
+            for name, v in values.items()}

@@ -1,0 +1,142 @@
+"""Every evaluation number, computed from predictions.csv alone (id, label, predicted, p_<class>)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, roc_auc_score
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num / den) if den else None
+
+
+def matrix_dict(matrix: np.ndarray, classes: list[str]) -> dict[str, dict[str, int]]:
+    """confusion_matrix.<actual>.<predicted>: nested dicts, since DVC drops lists."""
+    return {a: {p: int(matrix[i, j]) for j, p in enumerate(classes)} for i, a in enumerate(classes)}
+
+
+def confusion(predictions: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """Rows actual, columns predicted, in the fixed class order."""
+    return confusion_matrix(predictions["label"], predictions["predicted"], labels=classes)
+
+
+def one_vs_rest(matrix: np.ndarray, i: int) -> tuple[int, int, int, int]:
+    """(tp, fn, fp, tn) of class ``i`` against all others."""
+    tp = int(matrix[i, i])
+    fn, fp = int(matrix[i].sum()) - tp, int(matrix[:, i].sum()) - tp
+    return tp, fn, fp, int(matrix.sum()) - tp - fn - fp
+
+
+def per_class_scores(matrix: np.ndarray, classes: list[str]) -> dict[str, dict[str, Any]]:
+    scores = {}
+    for i, name in enumerate(classes):
+        tp, fn, fp, tn = one_vs_rest(matrix, i)
+        scores[name] = {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
+                        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+                        "specificity": _ratio(tn, tn + fp), "support": tp + fn}
+    return scores
+
+
+def averages(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Macro (plain mean over classes) and weighted (by support) averages; None scores count as 0."""
+    support = np.array([s["support"] for s in scores.values()], dtype=float)
+    out: dict[str, dict[str, float | None]] = {"macro_avg": {}, "weighted_avg": {}}
+    for key in ("precision", "recall", "f1", "specificity"):
+        values = np.array([s[key] or 0.0 for s in scores.values()])
+        out["macro_avg"][key] = float(values.mean())
+        out["weighted_avg"][key] = _ratio(float((values * support).sum()), float(support.sum()))
+    return out
+
+
+def roc_auc_per_class(predictions: pd.DataFrame, classes: list[str]) -> dict[str, float | None]:
+    aucs: dict[str, float | None] = {}
+    for name in classes:
+        truth = (predictions["label"] == name).to_numpy()
+        aucs[name] = float(roc_auc_score(truth, predictions[f"p_{name}"])) if 0 < truth.sum() < len(truth) else None
+    return aucs
+
+
+def compute_metrics(predictions: pd.DataFrame, classes: list[str], groups: dict[str, list[str]] | None = None,
+                    screening: str | None = None) -> dict[str, Any]:
+    """The evidence.json tree's core: accuracy, per-class scores, averages, confusion matrix, the grouped
+    view (params ``class_groups``: the paper's 3 classes), the screening class against the rest (params
+    ``screening_class``: COVID-vs-rest) and one-vs-rest ROC AUC. Views params leave out are recorded as
+    not computed, with the reason."""
+    actual, predicted = predictions["label"], predictions["predicted"]
+    matrix = confusion(predictions, classes)
+    scores = per_class_scores(matrix, classes)
+    result: dict[str, Any] = {
+        "accuracy": _ratio(np.trace(matrix), matrix.sum()),
+        "n_test": int(matrix.sum()),
+        "per_class": scores,
+        **averages(scores),
+        "confusion_matrix": matrix_dict(matrix, classes),
+    }
+    if groups:
+        group_of = {member: group for group, members in groups.items() for member in members}
+        names = list(groups)
+        grouped = confusion_matrix(actual.map(group_of), predicted.map(group_of), labels=names)
+        result["grouped"] = {"groups": groups, "accuracy": _ratio(np.trace(grouped), grouped.sum()),
+                             "confusion_matrix": matrix_dict(grouped, names)}
+    else:
+        result["grouped"] = {"not_computed": "params.yaml class_groups is empty"}
+    if screening:
+        screened = scores[screening]
+        _, fn, _, tn = one_vs_rest(matrix, classes.index(screening))
+        result["screening"] = {"class": screening, "sensitivity": screened["recall"],
+                               "specificity": screened["specificity"], "ppv": screened["precision"],
+                               "npv": _ratio(tn, tn + fn)}
+    else:
+        result["screening"] = {"not_computed": "params.yaml screening_class is not set"}
+    result["roc_auc"] = roc_auc_per_class(predictions, classes)
+    return result
+
+
+HEADLINE_SCORES = ("precision", "recall", "f1", "specificity")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What metrics/metrics.json holds: the numbers people compare across versions (about 45 with four
+    classes), so `dvc exp show` stays readable: the summary numbers first (they are its first columns),
+    then per class and the confusion matrix. The full tree, evidence included, goes to evidence.json."""
+    result: dict[str, Any] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_avg"]["f1"]}
+    if "class" in metrics["screening"]:
+        result[f"{metrics['screening']['class']}_vs_rest"] = {k: metrics["screening"][k]
+                                                              for k in ("sensitivity", "specificity")}
+    controls = metrics.get("controls", {})
+    if "called_screening" in controls:  # Is it COVID-19 or the source? (evaluation.controls)
+        name = controls["screening_class"]
+        result["controls"] = {f"{name}_rate": controls["called_screening"]["rate"],
+                              f"other_source_{name}_rate": controls["other_source_called_screening"]["rate"]}
+    if "accuracy" in metrics["grouped"]:
+        result["grouped_accuracy"] = metrics["grouped"]["accuracy"]
+    result.update({
+        "ece": metrics["calibration"]["ece"], "weighted_f1": metrics["weighted_avg"]["f1"], "n_test": metrics["n_test"],
+        "per_class": {c: {k: s[k] for k in HEADLINE_SCORES} for c, s in metrics["per_class"].items()},
+        "confusion_matrix": metrics["confusion_matrix"],
+    })
+    return result
+
+
+def metrics_table(metrics: dict[str, Any], classes: list[str]) -> str:
+    """A short text table of the headline metrics for the terminal."""
+    def fmt(v: float | None) -> str:
+        return "  n/a" if v is None else f"{v:5.3f}"
+
+    lines = [f"accuracy {fmt(metrics['accuracy'])} on {metrics['n_test']} test images, macro F1 "
+             f"{fmt(metrics['macro_f1'])}",
+             f"{'class':<22}{'prec':>7}{'recall':>7}{'f1':>7}{'spec':>7}{'n':>5}"]
+    for name in classes:
+        s = metrics["per_class"][name]
+        lines.append(f"{name:<22}{fmt(s['precision']):>7}{fmt(s['recall']):>7}{fmt(s['f1']):>7}"
+                     f"{fmt(s['specificity']):>7}{sum(metrics['confusion_matrix'][name].values()):>5}")
+    if "grouped_accuracy" in metrics:
+        lines.append(f"grouped view (params class_groups) accuracy {fmt(metrics['grouped_accuracy'])}")
+    if controls := metrics.get("controls"):
+        (key, own), (_, other) = controls.items()
+        lines.append(f"called {key.removesuffix('_rate')}: same-source controls {fmt(own)}, the other source's "
+                     f"test images {fmt(other)}")
+    return "\n".join(lines)

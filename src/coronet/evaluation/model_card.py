@@ -1,0 +1,240 @@
+"""metrics/model_card.md: the evaluation as an honest account a clinician can follow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coronet import nuisance
+from coronet.data import sources
+from coronet.evaluation.confounds import PROBE_WARNING_AUC
+from coronet.evaluation.controls import verdict
+from coronet.evaluation.stress import LUNG_TESTS
+
+# Khan, Shah, Bhat 2020, Tables IV-VI (the figures the paper reports; others are not restated here).
+IMAGE_LEVEL_NOTE = " With an image-level split shared patients are expected, and they inflate the results."
+# The paper's reported figures; its screened class is COVID-19 and its grouped view has 3 classes.
+PAPER = {"accuracy": 0.895, "screening precision": 0.97, "screening recall": 1.00, "grouped accuracy": 0.95}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _ci(interval: dict[str, float] | None, scale: float = 100, digits: int = 1) -> str:
+    return "" if not interval else f" ({scale * interval['low']:.{digits}f}-{scale * interval['high']:.{digits}f})"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def probe_sentence(name: str, probe: dict[str, Any]) -> str:
+    if "not_computed" in probe:
+        return f"- {name}: not computed because {probe['not_computed']}."
+    verdict = (f"**warning: at or above {PROBE_WARNING_AUC}, the source is readable from this input, so the "
+               "data permit a shortcut**" if probe["auc"] >= PROBE_WARNING_AUC else "below the warning level")
+    return (f"- {name}: cross-validated ROC AUC {probe['auc']:.3f}, balanced accuracy "
+            f"{probe['balanced_accuracy']:.3f} ({probe['folds']} folds): {verdict}.")
+
+
+def stress_section(stress: dict[str, Any], classes: list[str]) -> str:
+    """The stress tests in plain words, a table, the lungs-removed test and the warnings."""
+    rows = []
+    for name, by_strength in stress["transforms"].items():
+        if name in LUNG_TESTS:
+            continue
+        for strength, stats in by_strength.items():
+            rows.append([name, strength, _pct(stats["accuracy"]), _pct(stats["flip_rate"]),
+                         *(_pct(stats["flip_to"][c]) for c in classes)])
+    table = _table(["transform", "strength", "accuracy", "predictions changed", *(f"to {c}" for c in classes)], rows)
+    used = [name for name in stress["transforms"] if name not in LUNG_TESTS]
+    listing = "; ".join(f"{name}: {nuisance.TRANSFORMS[name].what}" for name in used)
+    warned = "\n".join(f"- **warning:** {w}." for w in stress["warnings"]) or (
+        f"- No transform changed more than {_pct(stress['warn_flip_rate'])} of the predictions.")
+    return f"""## Stress tests
+Each test image was changed in a way that carries no information about disease ({listing}). A model that
+reads the lungs should barely change its answers. Many answers flipping, above all towards one class, means
+the model uses the nuisance as evidence: COVID-19 images in the public collection are often framed,
+annotated figures from papers, the others hospital films, so "frame means COVID-19" is a shortcut these data
+teach. Unchanged test accuracy: {_pct(stress["baseline"]["accuracy"])} on {stress["images"]} images. "to c": of
+the images not predicted c before, the share predicted c after.
+
+{table}
+
+{warned}
+
+![stress tests](figures/stress.png)
+
+{lungs_section(stress)}"""
+
+
+def lungs_section(stress: dict[str, Any]) -> str:
+    """The lungs-removed test (Maguolo & Nanni 2021) against chance."""
+    lungs = stress.get("lungs") or {}
+    if not lungs:
+        return ""
+    rows = [[key.replace("_", " "), _pct(v["accuracy"]) + _ci(v["interval"]), _pct(v["chance"]),
+             "yes" if v["above_chance"] else "no"] for key, v in lungs.items()]
+    return f"""### The lungs-removed test
+The central region that holds the lung fields was filled with the image's median (lungs removed), or
+everything outside it was (lungs only). With the lungs removed there is no disease left to see: a model
+still clearly above chance there reads something else (the frame, labels, the patient's age and size, the
+film), as Maguolo & Nanni (2021) found for models of this kind. Chance: always answering the most common
+test class.
+
+{_table(["test", "accuracy (95% interval)", "chance", "interval above chance"], rows)}
+"""
+
+
+def controls_section(controls: dict[str, Any]) -> str:
+    """Is it COVID-19 or the source? The same-source controls in plain words."""
+    if "not_computed" in controls:
+        return f"""## Is it COVID-19 or the source?
+{verdict(controls)}
+"""
+    name = controls["screening_class"]
+    rows = [[finding or "(blank)", str(v["n"]), _pct(v["rate"]) + _ci(v["interval"])]
+            for finding, v in controls["by_finding"].items()]
+    mapped = controls["mapped"]
+    by_class = "; ".join(f"{label} {v['called']}/{v['n']}" for label, v in mapped["by_class"].items()) or "none"
+    return f"""## Is it COVID-19 or the source?
+Every {name} image here comes from one public collection (adults, figures from papers, many framed or
+annotated) and every other image from other hospitals' films, so accuracy alone cannot tell whether the model
+learned {name} or "looks like a figure from that collection". The collection also holds X-rays of other
+findings, with the same look and no {name}: the same-source controls. A model that learned the disease calls
+few of them {name}; a model that learned the source calls most of them {name}.
+
+{verdict(controls)}
+
+{_table(["finding", "controls", f"called {name} (95% interval)"], rows)}
+
+Controls whose finding maps to one of our classes were called that class in {mapped["called"]} of {mapped["n"]}
+({_pct(mapped["rate"])}{_ci(mapped["interval"])}; {by_class}).
+"""
+
+
+def render(metrics: dict[str, Any], data: dict[str, Any], train: dict[str, Any], licences: dict[str, int],
+           classes: list[str], stress: dict[str, Any] | None = None) -> str:
+    """``data``: metrics/data.json (counts, the split's settings, the download source); ``train``: the
+    train params the model was fitted with (models/run.json)."""
+    ci = metrics["intervals"]
+    results = [
+        ["accuracy", _pct(metrics["accuracy"]) + _ci(ci["accuracy"]), _pct(PAPER["accuracy"])],
+        ["macro F1", _pct(metrics["macro_avg"]["f1"]) + _ci(ci["macro_f1"]), "-"],
+    ]
+    if screened := metrics["screening"].get("class"):  # params screening_class
+        scores, intervals = metrics["per_class"][screened], ci["per_class"][screened]
+        results += [[f"{screened} precision", _pct(scores["precision"]) + _ci(intervals["precision"]),
+                     _pct(PAPER["screening precision"])],
+                    [f"{screened} recall (sensitivity)", _pct(scores["recall"]) + _ci(intervals["recall"]),
+                     _pct(PAPER["screening recall"])]]
+    if groups := metrics["grouped"].get("groups"):  # params class_groups
+        view = "; ".join(f"{g} = {' + '.join(m)}" for g, m in groups.items() if len(m) > 1)
+        results.append([f"{len(groups)}-class accuracy ({view})", _pct(metrics["grouped"]["accuracy"]),
+                        _pct(PAPER["grouped accuracy"])])
+    per_class = [[c, _pct(s["precision"]) + _ci(ci["per_class"][c]["precision"]),
+                  _pct(s["recall"]) + _ci(ci["per_class"][c]["recall"]),
+                  _pct(s["specificity"]) + _ci(ci["per_class"][c]["specificity"]),
+                  "n/a" if metrics["roc_auc"][c] is None else f"{metrics['roc_auc'][c]:.3f}"
+                  + _ci(ci["roc_auc"][c], 1, 3), str(s["support"])]
+                 for c, s in ((c, metrics["per_class"][c]) for c in classes)]
+    splits = [s for s in ("train", "val", "test", "control") if s in data["images"]]
+    counts = [[c, *(str(data["images"][s].get(c, 0)) for s in splits)] for c in classes]
+    counts += [[row, *(str(data["images"][s][key]) for s in splits)] for row, key in (("all images", "total"),
+                                                                                      ("patients", "patients"))]
+    breakdowns = []
+    for title, key in (("source", "by_source"), ("age band", "by_age_band")):
+        rows = [[group, str(v["n"]), _pct(v["accuracy"]), ", ".join(f"{c} {_pct(r)}" for c, r in v["recall"].items())]
+                for group, v in metrics[key].items()]
+        breakdowns.append(f"By {title}:\n\n" + _table([title, "test images", "accuracy", "recall per class"], rows))
+    probe = metrics["confound_probe"]
+    leak = metrics["leakage"]
+    group_by = data["split_settings"]["group_by"]
+    licence_lines = "\n".join(f"  - {name or 'blank'}: {n} images" for name, n in sorted(licences.items()))
+    registry = sources.registered()
+    source_lines = "\n".join(f"  - {name}: {registry[name].title if name in registry else name}; licence "
+                             f"{registry[name].licence if name in registry else 'unknown'}" for name in data["sources"])
+    cohorts = "; ".join(f'"{registry[n].cohort_ages}" for {n}' for n in data["sources"]
+                        if n in registry and registry[n].cohort_ages)
+
+    return f"""# CoroNet model card
+
+## Intended use
+Research on chest X-ray classification into {", ".join(classes)}. **Not for diagnosis or any clinical
+decision**: the model has not been validated prospectively, on other hospitals' equipment, or on the
+patients it would be used for.
+
+## Data
+- Sources (download source of this run: {data["download_source"]}):
+{source_lines}
+- **Confound:** every COVID-19 image comes from one collection of adult images, every other class from a
+  paediatric collection. Age, hospital, equipment and file format all differ with the label.
+  {"Age bands from a cohort, not from the files: " + cohorts + "." if cohorts else ""}
+- Images per class and split ({data["total"]} in all; {data["rejected"]["total"]} records rejected, listed in
+  data/interim/rejected.csv):
+
+{_table(["class", *splits], counts)}
+
+- Licences of the images used:
+{licence_lines}
+
+## Training setup
+- Xception (weights: {train.get("weights") or "none, from scratch"}), Flatten, Dropout {train.get("dropout", "?")},
+  Dense  {train.get("dense_units", "?")} relu, Dense {len(classes)} softmax; input {train.get("image_size", "?")} px;
+  Adam lr {train.get("learning_rate", "?")}; batch {train.get("batch_size", "?")}; {train.get("epochs", "?")} epochs;
+  augmentation {train.get("augment", {})}.
+- BatchNorm: momentum {train.get("bn_momentum") or "Keras default (0.99)"}; statistics re-estimated after
+  training: {"yes" if train.get("recalibrate_bn") else "no"}.
+- Split: {"grouped by patient (no patient in two splits)" if group_by == "patient" else
+          "by image at random, as the paper (a patient's images can fall in both training and test)"}.
+
+## Results on the test split
+95% intervals in brackets: Wilson for proportions, a bootstrap of {ci["bootstrap_resamples"]} resamples of the
+test images for accuracy, macro F1 and AUC. The paper's figures come from an image-level split of the same
+two sources.
+
+{_table(["metric", "this run", "paper (Tables IV-VI)"], results)}
+
+{_table(["class", "precision", "recall", "specificity", "ROC AUC", "test images"], per_class)}
+
+## Calibration
+Expected calibration error {metrics["calibration"]["ece"]:.3f} ({metrics["calibration"]["bins"]} bins), Brier score
+{metrics["calibration"]["brier"]:.3f}. A probability of 0.9 should be right 9 times in 10; the diagram shows how
+far this model is from that.
+
+![reliability diagram](figures/reliability.png)
+
+## Breakdowns
+{breakdowns[0]}
+
+{breakdowns[1]}
+
+## Confound probe
+Can the image's source (COVID-19 collection or Kermany) be predicted without looking at disease? A
+cross-validated logistic regression over {probe["images"]} images:
+{probe_sentence("from plain image statistics of the original files (size, bytes, intensity histogram)",
+                probe["image_statistics"])}
+{probe_sentence("from the model's penultimate features", probe["model_features"])}
+Since the source decides the COVID-19 label here, a high score means the headline numbers may measure the
+source rather than the disease (DeGrave et al. 2021). It is a warning, not a success.
+
+## Leakage check
+Patients in more than one split: {leak["patients_shared"]}; identical images in more than one split:
+{leak["images_shared"]}; groups of near duplicates in more than one split:
+{leak.get("near_duplicate_groups_shared", "not checked")}.{"" if group_by == "patient" else IMAGE_LEVEL_NOTE}
+
+{controls_section(metrics["controls"])}
+{stress_section(stress, classes) if stress else ""}
+## What the model looked at
+Grad-CAM on test images per class, correct and wrong:
+
+![Grad-CAM panel](figures/gradcam_panel.png)
+
+## Known limitations
+- Two sources, each tied to labels: see the confound probe; external validation is missing.
+- COVID-19 images are figures from publications (cropped, annotated, re-encoded), not hospital DICOMs.
+- Kermany labels come from file names; per-image age and sex are unknown there.
+- Small test set: the intervals above are wide; differences inside them are not evidence.
+- Probabilities are only as reliable as the calibration section shows.
+"""

@@ -1,0 +1,1 @@
+"""Experiments as users run them: the demo, the shortcut study, comparing experiments."""

@@ -1,0 +1,108 @@
+"""``coronet compare``: experiments side by side in a terminal: name, the params that differ between
+them and the headline test metrics (``dvc exp show`` lists every param and metric: hundreds of columns)."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from typing import Any
+
+import pandas as pd
+
+
+def shown_metrics(screening: str | None) -> dict[str, str]:
+    """Headline metrics shown, in order (metrics/metrics.json keys -> column titles)."""
+    screened = {f"{screening}_vs_rest.sensitivity": f"{screening} sens",
+                f"{screening}_vs_rest.specificity": f"{screening} spec",
+                f"controls.{screening}_rate": f"ctrl {screening}"} if screening else {}
+    return {"accuracy": "accuracy", "macro_f1": "macro F1", "weighted_f1": "wtd F1", "grouped_accuracy": "grouped",
+            **screened, "ece": "ECE", "n_test": "n test"}
+
+
+def ignored(key: str) -> bool:
+    """Params that are pins, not choices: the archives' checksums."""
+    return key.startswith("download.archives.") and key.endswith(".sha256")
+
+
+def column(row: dict[str, Any], key: str) -> Any:
+    """A value of ``dvc.api.exp_show``'s row (DVC prefixes a column with its file when names clash), or
+    None where the experiment has none (DVC shows "!")."""
+    value = row[key] if key in row else next((v for k, v in row.items() if k.endswith(f":{key}")), None)
+    if isinstance(value, str) and value.startswith("["):  # DVC hands list params over as their repr
+        value = ast.literal_eval(value)
+    return None if value in ("!", "", "None") else value
+
+
+def text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return "+".join(map(str, value))
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) >= 1 else f"{value:.4g}"
+    return str(value)
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """``train.learning_rate`` -> ``learning_rate``: the last part of each name, longer where two clash."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        depth = 1
+        while depth < len(parts) and sum(k.split(".")[-depth:] == parts[-depth:] for k in keys) > 1:
+            depth += 1
+        names[key] = ".".join(parts[-depth:])
+    return names
+
+
+def comparison(rows: list[dict[str, Any]], params: list[str], shown: dict[str, str]) -> pd.DataFrame:
+    """One line per experiment (the baseline commit first): name, headline metrics, differing params."""
+    rows = [r for r in rows if r.get("rev") != "workspace"]
+    differing = [p for p in params if len({str(column(r, p)) for r in rows}) > 1]
+    names = short_names(differing)
+    table = []
+    for row in rows:
+        line = {"experiment": row.get("Experiment") or str(row.get("rev", ""))[:7]}
+        for key, title in shown.items():
+            value = column(row, key)
+            line[title] = f"{value:.3f}" if isinstance(value, float) and key != "n_test" else text(value)
+        line.update({names[key]: text(column(row, key)) for key in differing})
+        table.append(line)
+    return pd.DataFrame(table)
+
+
+def experiment_rows(revs: list[str] | None, num: int) -> list[dict[str, Any]]:
+    """``dvc.api.exp_show``'s rows; outside a DVC project in git, or for a revision git does not know, one
+    UserError saying so."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+
+    from coronet.errors import UserError
+
+    try:
+        return dvc.api.exp_show(revs=revs, num=num)
+    except DvcException as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot list experiments: {text} (run it in the project's git checkout; --rev takes a "
+                        "commit, branch or tag git knows)") from None
+    except Exception as exc:  # scmrepo raises its own types for unknown revisions and missing repositories
+        if type(exc).__module__.split(".")[0] not in {"scmrepo", "dvc", "pygit2", "dulwich"}:
+            raise
+        raise UserError(f"cannot list experiments: {exc} (--rev takes a commit, branch or tag git knows)") from None
+
+
+def main(revs: list[str] | None, num: int, width: int | None = None) -> str:
+    rows = experiment_rows(revs, num)
+    if not [r for r in rows if r.get("rev") != "workspace"]:
+        return "no experiments yet: run `make demo` or `dvc exp run`"
+    from coronet.experiments.study import table as study_table
+    from coronet.params import ClassScheme, flatten, load_params
+
+    params = load_params()
+    names = [k for k in flatten(params) if not ignored(k)]
+    screening = ClassScheme.parse(params).screening
+    frame = comparison(rows, names, shown_metrics(screening))
+    width = width or max(80, shutil.get_terminal_size((120, 40)).columns)
+    text = frame.to_string(index=False, line_width=width)
+    studied = study_table(rows, screening) if screening else ""  # the newest shortcut study, if any ran
+    return text + (f"\n\n{studied}" if studied else "")

@@ -1,0 +1,163 @@
+"""``coronet study`` (``make shortcut-study``): is it COVID-19 or the source, and which mitigation helps?
+
+Queues the baseline, each mitigation and their combination as DVC experiments on the same data and seed
+(``dvc exp run --queue``), runs them side by side (``dvc queue start -j N``), waits, and prints one table:
+accuracy with its interval, COVID recall, the same-source control COVID-call rate, the frame flip rate to
+COVID, accuracy with the lungs removed against chance, and the confound probe's AUC.
+
+``--settings demo`` (the default) runs at the demo's CPU size on the synthetic sources; ``--settings
+params`` runs params.yaml as it is (the paper's settings, the real sources). ``-S key=value`` adds
+overrides to every variant (a mirror, say: ``-S download.mirror=file:///data/mirror``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+from coronet.errors import UserError
+
+# Each mitigation as overrides of the baseline (params train.nuisance and merge.controls.role).
+NUISANCE = {"train.nuisance.frame.p": 0.5, "train.nuisance.marker.p": 0.3, "train.nuisance.crop_zoom.p": 0.3,
+            "train.nuisance.jpeg.p": 0.3, "train.nuisance.downscale.p": 0.3, "train.nuisance.gamma.p": 0.3}
+MIXING = {"merge.controls.role": "train"}
+VARIANTS: dict[str, dict[str, Any]] = {"baseline": {}, "nuisance": NUISANCE, "mixing": MIXING,
+                                       "both": {**NUISANCE, **MIXING}}
+FRAME = ("frame_median", "0.2")  # the stress test the table reports: a 20% uniform frame
+POLL_S = 5
+
+
+def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise UserError(f"`dvc {' '.join(args)}` failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    return done
+
+
+def queue(prefix: str, variants: list[str], settings: dict[str, Any]) -> list[str]:
+    """Queues one experiment per variant; returns their names."""
+    names = []
+    for variant in variants:
+        name = f"{prefix}-{variant}"
+        sets = {**settings, **VARIANTS[variant]}
+        dvc("exp", "run", "--queue", "-n", name, *[f"-S{k}={v}" for k, v in sets.items()])
+        names.append(name)
+    return names
+
+
+def wait(names: list[str], jobs: int) -> dict[str, str]:
+    """Starts the queue's workers and waits until every named experiment has finished; name -> status."""
+    dvc("queue", "start", "-j", str(jobs))
+    started, last = time.monotonic(), ""
+    while True:
+        table = dvc("queue", "status").stdout
+        status = {name: next((line.split()[-1] for line in table.splitlines() if f" {name} " in f" {line} "),
+                             "Queued") for name in names}
+        line = ", ".join(f"{n.rsplit('-', 1)[-1]} {s.lower()}" for n, s in status.items())
+        if line != last:
+            print(f"[{time.monotonic() - started:5.0f} s] {line}", flush=True)
+            last = line
+        if all(s in {"Success", "Failed"} for s in status.values()):
+            return status
+        time.sleep(POLL_S)
+
+
+def read(rev: str, path: str) -> dict[str, Any]:
+    """A JSON output of an experiment commit: from git (metrics) or DVC's cache (evidence, stress)."""
+    import dvc.api
+
+    try:
+        return json.loads(dvc.api.read(path, rev=rev))
+    except Exception:  # an experiment that failed before writing it
+        return {}
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
+
+
+def _ci(interval: dict[str, float] | None) -> str:
+    return "" if not interval else f" ({100 * interval['low']:.0f}-{100 * interval['high']:.0f})"
+
+
+def row(name: str, rev: str, screening: str) -> dict[str, str]:
+    evidence, stress = read(rev, "metrics/evidence.json"), read(rev, "metrics/stress.json")
+    if not evidence:
+        return {"experiment": name, "accuracy": "failed"}
+    controls = evidence.get("controls", {})
+    called = controls.get("called_screening", {})
+    frame = stress.get("transforms", {}).get(FRAME[0], {}).get(FRAME[1], {})
+    lungs = next(iter(stress.get("lungs", {}).values()), {}) if stress.get("lungs") else {}
+    probe = evidence.get("confound_probe", {}).get("model_features", {})
+    return {
+        "experiment": name,
+        "n test": str(evidence.get("n_test", "-")),
+        "accuracy (95% CI)": _pct(evidence.get("accuracy")) + _ci(evidence.get("intervals", {}).get("accuracy")),
+        f"{screening} recall": _pct(evidence.get("per_class", {}).get(screening, {}).get("recall")),
+        f"controls called {screening} (n)": (_pct(called.get("rate")) + _ci(called.get("interval"))
+                                              + f" n={called.get('n', 0)}") if called else "-",
+        f"other source called {screening}": _pct(controls.get("other_source_called_screening", {}).get("rate")),
+        f"20% frame: to {screening}": _pct(frame.get("flip_to", {}).get(screening)),
+        "lungs removed (chance)": (f"{_pct(lungs.get('accuracy'))} ({_pct(lungs.get('chance'))})"
+                                   if lungs else "-"),
+        "probe AUC": f"{probe['auc']:.2f}" if "auc" in probe else "-",
+    }
+
+
+def table(rows: list[dict[str, Any]], screening: str, prefix: str | None = None) -> str:
+    """The study table for the experiments of ``dvc.api.exp_show`` rows named ``<prefix>-<variant>`` (the
+    newest study when ``prefix`` is None); "" when there is none."""
+    import pandas as pd
+
+    named = [r for r in rows if r.get("Experiment") and str(r["Experiment"]).rsplit("-", 1)[-1] in VARIANTS
+             and str(r["Experiment"]).startswith("study-")]
+    if prefix is None and named:
+        prefix = max(str(r["Experiment"]).rsplit("-", 1)[0] for r in named)
+    chosen = sorted((r for r in named if str(r["Experiment"]).rsplit("-", 1)[0] == prefix),
+                    key=lambda r: list(VARIANTS).index(str(r["Experiment"]).rsplit("-", 1)[-1]))
+    if not chosen:
+        return ""
+    frame = pd.DataFrame([row(str(r["Experiment"]), str(r["rev"]), screening) for r in chosen]).fillna("-")
+    return f"Shortcut study {prefix}:\n" + frame.to_string(index=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from coronet.experiments.compare import experiment_rows
+    from coronet.experiments.demo import OVERRIDES
+    from coronet.params import ClassScheme, load_params
+
+    variants = args.only.split(",") if args.only else list(VARIANTS)
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        raise UserError(f"--only names unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    screening = ClassScheme.parse(load_params()).screening
+    if screening is None:
+        raise UserError("params.yaml screening_class is not set: the study measures what is called that class")
+    extra = dict(item.split("=", 1) for item in args.set or [] if "=" in item)
+    settings = {**(OVERRIDES if args.settings == "demo" else {}), **extra}
+    prefix = time.strftime("study-%Y%m%d-%H%M%S")
+    names = queue(prefix, variants, settings)
+    print(f"queued {', '.join(names)}; running {args.jobs} at a time")
+    status = wait(names, args.jobs)
+    failed = [n for n, s in status.items() if s == "Failed"]
+    baseline = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print()
+    print(table(experiment_rows([baseline], 1), screening, prefix))
+    if failed:
+        print(f"error: {', '.join(failed)} failed; `dvc queue logs NAME` shows why", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--settings", choices=["demo", "params"], default="demo",
+                        help="demo: CPU-sized on the synthetic sources (default); params: params.yaml as it is")
+    parser.add_argument("-j", "--jobs", type=int, default=2, help="experiments run side by side (default 2)")
+    parser.add_argument("--only", help=f"a comma-separated subset of {', '.join(VARIANTS)}")
+    parser.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="an override for every variant")
+    parser.set_defaults(run=run)

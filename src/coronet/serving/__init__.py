@@ -1,0 +1,1 @@
+"""Serving: batch prediction, the MLflow pyfunc, the model choice, the page."""

@@ -1,0 +1,175 @@
+"""``coronet app`` (``make app``): the page for people who judge whether the model is worth a study.
+
+One or several X-rays in (PNG, JPEG or DICOM); out, for each: the class probabilities in order, the grouped
+view and the screened class, the Grad-CAM overlay of the predicted class (or any class picked), and the
+input checks, each beside what this model's own stress tests measured for it. The page says which model
+answers and what its evaluation found, and that it is research software, not a medical device.
+
+It computes nothing of its own: decoding, checks, model input, answers and overlays are
+:mod:`coronet.serving.predict`'s, the model is the one ``coronet predict`` would pick
+(:func:`coronet.serving.models.pick`). It listens on 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from coronet import checks
+from coronet.cli import DISCLAIMER
+
+PREDICTED = "the predicted class"
+MAX_IMAGES = 8
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _ci(interval: dict[str, float] | None) -> str:
+    return "" if not interval else f" ({100 * interval['low']:.0f}-{100 * interval['high']:.0f}%)"
+
+
+def model_summary(served: Any) -> str:
+    """Which model answers: its name or file, training run, date, and the headline test metrics with
+    their intervals (from its evaluation), as Markdown."""
+    head, evidence = served.headline, served.evidence
+    screening = served.classifier.screening
+    lines = [f"**Model:** {served.name}" + (f" · training run `{served.run_id}`" if served.run_id else "")
+             + (f" · {served.created}" if served.created else "")]
+    if head:
+        ci = evidence.get("intervals", {})
+        parts = [f"accuracy {_pct(head.get('accuracy'))}{_ci(ci.get('accuracy'))} on {head.get('n_test', '?')} test "
+                 "images", f"macro F1 {_pct(head.get('macro_f1'))}"]
+        if screening and f"{screening}_vs_rest" in head:
+            recall = ci.get("per_class", {}).get(screening, {}).get("recall")
+            parts.append(f"{screening} sensitivity {_pct(head[f'{screening}_vs_rest']['sensitivity'])}{_ci(recall)}")
+        controls = evidence.get("controls", {}).get("called_screening")
+        if controls:
+            rate = _pct(controls["rate"]) + _ci(controls["interval"])
+            parts.append(f"same-source controls called {screening}: {rate}")
+        parts.append(f"calibration error (ECE) {head.get('ece', 0):.3f}")
+        lines.append("**Its test results:** " + "; ".join(parts) + ".")
+    else:
+        lines.append("No evaluation was found beside this model: no test results to show.")
+    return "\n\n".join(lines)
+
+
+def image_report(name: str, row: dict[str, Any], findings: list[checks.Finding], served: Any) -> str:
+    """One image's answer as Markdown: probabilities in order, the grouped view, the checks."""
+    classifier = served.classifier
+    if row["error"]:
+        return f"### {name}\n**Not classified:** {row['error']}\n"
+    ranked = sorted(classifier.classes, key=lambda c: -row[f"p_{c}"])
+    table = ["| class | probability |", "|---|---|"] + [f"| {c} | {_pct(row[f'p_{c}'])} |" for c in ranked]
+    confidence = " · low confidence" if row["low_confidence"] else ""
+    lines = [f"### {name}", f"**Answer: {row['predicted']}** ({_pct(row['p_' + row['predicted']])}){confidence}", "",
+             *table]
+    if classifier.groups:
+        grouped = ", ".join(f"{g} {_pct(row[f'pg_{g}'])}" for g in classifier.groups)
+        lines.append(f"\nGrouped view: **{row['predicted_group']}** ({grouped})")
+    if classifier.screening:
+        lines.append(f"\n{classifier.screening} probability: **{_pct(row[f'p_{classifier.screening}'])}**")
+    warned = [f for f in findings if f.severity == "warn"]
+    if warned:
+        lines.append("\n**Input checks: what to distrust**")
+        for finding in warned:
+            effect = checks.measured_effect(finding, served.stress, classifier.resize_size)
+            lines.append(f"- {finding.message}" + (f": {effect}" if effect else ""))
+    else:
+        lines.append("\nInput checks: no border, burned-in marker or low resolution found.")
+    return "\n".join(lines) + "\n"
+
+
+def analyse(served: Any, files: list[str] | None, explain: str, max_images: int, low_confidence: float
+            ) -> tuple[str, list[tuple[Any, str]], list[dict[str, Any]]]:
+    """The click handler: (the report, the overlays with captions, the answers as data). Every failure is
+    that image's message; nothing a user uploads stops the server."""
+    from coronet.serving.predict import answer, classify, gradcam_overlay
+
+    files = list(files or [])
+    if not files:
+        return "Drop one or more chest X-rays (PNG, JPEG or DICOM) above, then press **Classify**.", [], []
+    notes = []
+    if len(files) > max_images:
+        notes.append(f"**{len(files)} images were sent; the first {max_images} are classified** (at most "
+                     f"{max_images} per request: send the others next).")
+        files = files[:max_images]
+    classifier = served.classifier
+    loaders = [Path(f).read_bytes for f in files]
+    reports, overlays, answers = [], [], []
+    for path, item in zip(files, classify(classifier, loaders, batch_size=max_images), strict=True):
+        name = Path(path).name
+        row = answer(classifier, item, low_confidence)
+        if item.probabilities is not None:
+            try:
+                picture, empty = gradcam_overlay(classifier, item, None if explain == PREDICTED else explain)
+                overlays.append((picture, f"{name}: Grad-CAM of {explain if explain != PREDICTED else row['predicted']}"
+                                 + (" (empty map: no evidence located)" if empty else "")))
+                row["gradcam_empty"] = empty
+            except Exception as exc:  # an overlay that fails costs the picture, not the answer
+                row["gradcam_error"] = f"{type(exc).__name__}: {exc}"
+        reports.append(image_report(name, row, item.findings, served))
+        answers.append({"file": name, **{k: v for k, v in row.items() if k != "check_names"}})
+    return "\n".join([*notes, *reports]), overlays, answers
+
+
+def build(served: Any, max_images: int = MAX_IMAGES, low_confidence: float = 0.5) -> Any:
+    """The page (a Gradio Blocks app); its API (``/classify``) is what gradio_client calls."""
+    import gradio as gr
+
+    classes = served.classifier.classes
+    with gr.Blocks(title="CoroNet") as page:
+        gr.Markdown(f"# CoroNet: chest X-ray classification\n\n> **{DISCLAIMER}** It was trained on two public "
+                    "collections whose sources differ with the label; read what to distrust below each answer.",
+                    elem_id="disclaimer")
+        gr.Markdown(model_summary(served), elem_id="model")
+        with gr.Row():
+            files = gr.File(label=f"Chest X-rays (PNG, JPEG, DICOM; up to {max_images})", file_count="multiple",
+                            type="filepath", elem_id="upload")
+            with gr.Column():
+                explain = gr.Dropdown([PREDICTED, *classes], value=PREDICTED, label="Grad-CAM: where the model "
+                                      "looked for", elem_id="explain")
+                run = gr.Button("Classify", variant="primary", elem_id="classify")
+        report = gr.Markdown(elem_id="report")
+        gallery = gr.Gallery(label="Grad-CAM overlays", columns=2, format="png", elem_id="overlays")
+        data = gr.JSON(label="Answers as data (what `coronet predict --format json` gives)", elem_id="answers")
+        run.click(lambda f, e: analyse(served, f, e, max_images, low_confidence), [files, explain],
+                  [report, gallery, data], api_name="classify")
+    return page
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
+    from coronet.cli import registered_name
+    from coronet.model.runtime import import_tensorflow_quietly
+    from coronet.params import ServingParams, load_params
+    from coronet.serving import models
+
+    import_tensorflow_quietly()
+    served = models.pick(args.model, args.model_uri, registered_name())
+    serving = ServingParams.parse(load_params()) if Path("params.yaml").is_file() else None
+    max_mb = args.max_upload_mb or (serving.max_upload_mb if serving else 40)
+    low = serving.low_confidence if serving else 0.5
+    page = build(served, args.max_images, low)
+    print(f"CoroNet page on http://{args.host}:{args.port} ({served.name}); Ctrl-C stops it.\n{DISCLAIMER}",
+          file=sys.stderr, flush=True)
+    page.launch(server_name=args.host, server_port=args.port, max_file_size=int(max_mb * 1024 * 1024), show_error=True,
+                footer_links=["api"], quiet=True)
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", help="a saved model (default models/coronet.keras, with run.json beside it)")
+    source.add_argument("--model-uri", help="an MLflow model URI, e.g. models:/coronet@champion")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+                        "machine only; behind a reverse proxy keep it so and let the proxy listen)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--max-images", type=int, default=MAX_IMAGES, help=f"images per request (default {MAX_IMAGES})")
+    parser.add_argument("--max-upload-mb", type=float,
+                        help="largest file accepted (default params serving.max_upload_mb)")
+    parser.set_defaults(run=run)

@@ -1,0 +1,120 @@
+"""Which model answers, and what is known about it: the one choice ``coronet predict`` and the page make.
+
+``--model PATH``, ``--model-uri URI``, else the pipeline's ``models/coronet.keras``, else (after ``make
+demo`` in a fresh clone, say) the registry's ``@candidate`` in this project's MLflow store. With the model
+come what its evaluation measured (headline metrics, intervals, stress tests), where they can be found.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coronet import paths
+from coronet.errors import UserError
+from coronet.model.classifier import Classifier
+
+
+class ModelUnavailableError(UserError):
+    """No model could be loaded from what was asked for; the message says what to do."""
+
+
+@dataclass
+class Served:
+    classifier: Classifier
+    name: str  # the file, or the registered name and version
+    run_id: str | None = None
+    created: str = ""
+    headline: dict[str, Any] = field(default_factory=dict)  # metrics/metrics.json of its evaluation
+    evidence: dict[str, Any] = field(default_factory=dict)  # metrics/evidence.json (intervals)
+    stress: dict[str, Any] | None = None  # metrics/stress.json: what its input checks quote
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def from_file(model: Path) -> Served:
+    """A saved model with run.json beside it; its evaluation's files from the project it sits in."""
+    from coronet.records import RunRecord
+
+    try:
+        classifier = Classifier.load(model)
+        record = RunRecord.read(model.with_name("run.json"))
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"cannot load the model {model}: {exc}") from exc
+    metrics = model.resolve().parent.parent / paths.METRICS.name
+    stress = _json(metrics / paths.STRESS.name) or None
+    created = dt.datetime.fromtimestamp(model.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    return Served(classifier, str(model), record.run_id, created, _json(metrics / paths.HEADLINE.name),
+                  _json(metrics / paths.EVIDENCE.name), stress)
+
+
+def from_registry(model_uri: str) -> Served:
+    """A model the package stage logged (``models:/name@alias``, ``models:/name/3``, ``runs:/...``)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from coronet import tracking
+
+    tracking.quiet_mlflow()
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    try:
+        pyfunc = mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        message = getattr(exc, "message", str(exc))
+        raise ModelUnavailableError(f"cannot load the model {model_uri} ({tracking.shown_uri()}): {message}") from None
+    classifier = pyfunc.unwrap_python_model().classifier
+    name, run_id, created = model_uri, pyfunc.metadata.run_id, ""
+    client = mlflow.MlflowClient()
+    try:
+        if model_uri.startswith("models:/"):
+            registered, _, ref = model_uri.removeprefix("models:/").partition("@")
+            if ref:
+                version = client.get_model_version_by_alias(registered, ref)
+            else:
+                registered, _, number = registered.partition("/")
+                version = client.get_model_version(registered, number)
+            name = f"{registered} version {version.version}" + (f" (@{ref})" if ref else "")
+            created = dt.datetime.fromtimestamp(version.creation_timestamp / 1000).strftime("%Y-%m-%d %H:%M")
+        with_artifacts = {}
+        if run_id:
+            for artifact in ("metrics.json", "evidence.json", "stress.json"):
+                local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact)
+                with_artifacts[artifact] = _json(Path(local))
+    except MlflowException:  # what is known about it is a nicety; the model itself loaded
+        with_artifacts = {}
+    return Served(classifier, name, run_id, created, with_artifacts.get("metrics.json", {}),
+                  with_artifacts.get("evidence.json", {}), with_artifacts.get("stress.json") or None)
+
+
+def pick(model: str | None, model_uri: str | None, registered_name: str = "coronet", say: bool = True) -> Served:
+    """The model ``coronet predict`` and the page use (see the module's docstring)."""
+    if model_uri:
+        return from_registry(model_uri)
+    if model or paths.MODEL.is_file():
+        return from_file(Path(model or paths.MODEL))
+    from coronet import tracking
+
+    uri, store = f"models:/{registered_name}@candidate", tracking.tracking_uri()
+    db = tracking.sqlite_file(store)
+    missing = ModelUnavailableError(
+        f"no model: {paths.MODEL} is not here and {tracking.shown_uri(store)} has no {uri}. Train one (`dvc repro`), "
+        "fetch this version's (`dvc pull`), bring in an experiment's (`dvc exp apply NAME`; `dvc exp show` lists "
+        "them) or name one with --model PATH or --model-uri URI")
+    if db is not None and not db.is_file():
+        raise missing  # no store here: do not create an empty one
+    try:
+        served = from_registry(uri)
+    except ModelUnavailableError:
+        raise missing from None
+    if say:
+        print(f"using {uri} from {tracking.shown_uri(store)} ({paths.MODEL} is not here)", file=sys.stderr)
+    return served

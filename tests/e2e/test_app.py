@@ -1,0 +1,138 @@
+"""End to end: the page (`coronet app`) as a real server on 127.0.0.1, driven with gradio_client, and once in a
+real headless browser (Debian's chromium through its chromedriver; nothing downloaded at run time)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import CLASSES, VENV_BIN, free_port, start_server, stop_server
+from coronet import nuisance
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def page(pipeline, tmp_path_factory):
+    """The app on the shared pipeline's model, from its project (so it finds the model's evaluation)."""
+    folder = tmp_path_factory.mktemp("app")
+    port = free_port()
+    process = start_server([str(VENV_BIN / "coronet"), "app", "--port", str(port), "--max-images", "3"],
+                           f"http://127.0.0.1:{port}/", folder / "app.log",
+                           {**pipeline.env, "GRADIO_ANALYTICS_ENABLED": "False"}, timeout=240, cwd=pipeline.project)
+    yield f"http://127.0.0.1:{port}/", folder
+    stop_server(process)
+
+
+def images(pipeline, folder: Path) -> dict[str, Path]:
+    """A real-layout film of the Kermany twin as a user has it, the same film with a 15% white frame (what
+    the border check looks for), a text file named .png and a DICOM without pixel data."""
+    from conftest import make_dicom
+
+    project = pipeline.project
+    manifest = pd.read_csv(project / "data/interim/manifest.csv")
+    row = manifest[manifest["source"] == "kermany"].iloc[0]
+    with zipfile.ZipFile(project / row["archive"]) as z:
+        data = z.read(row["original_path"])
+    gray = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    paths = {"plain": folder / "plain.jpeg", "framed": folder / "framed.png", "text": folder / "notes.png",
+             "dicom": folder / "empty.dcm"}
+    paths["plain"].write_bytes(data)
+    Image.fromarray(nuisance.frame(gray, 0.15, 255)).save(paths["framed"])
+    paths["text"].write_text("not an image")
+    paths["dicom"].write_bytes(make_dicom(None))
+    return paths
+
+
+def classify(url: str, files: list[Path], explain: str = "the predicted class"):
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    return client.predict([handle_file(str(f)) for f in files], explain, api_name="/classify")
+
+
+def test_the_page_classifies_explains_and_checks_like_coronet_predict(page, pipeline, tmp_path, capsys):
+    url, _ = page
+    files = images(pipeline, tmp_path)
+    report, overlays, answers = classify(url, [files["plain"], files["framed"], files["text"]])
+    by_file = {a["file"]: a for a in answers}
+    assert list(by_file) == ["plain.jpeg", "framed.png", "notes.png"]
+    # the same answer as coronet predict, from the same code
+    from coronet.cli import main
+
+    assert main(["predict", str(files["plain"]), str(files["framed"]), "--model",
+                 str(pipeline.project / "models/coronet.keras"), "--format", "json"]) == 0
+    expected = {Path(r["file"]).name: r for r in json.loads(capsys.readouterr().out)}
+    for name in ("plain.jpeg", "framed.png"):
+        for c in CLASSES:
+            assert by_file[name][f"p_{c}"] == pytest.approx(expected[name][f"p_{c}"], abs=1e-6)
+        assert by_file[name]["checks"] == expected[name]["checks"]
+    # the input check fires on the framed copy and not on the film itself, and says what the stress tests found
+    assert "uniform border" in by_file["framed.png"]["checks"] and "uniform border" not in by_file["plain.jpeg"]["checks"]
+    stress = json.loads((pipeline.project / "metrics/stress.json").read_text())
+    changed = stress["transforms"]["frame_median"]["0.2"]["flip_rate"]
+    assert f"a 20% uniform border changed {changed:.0%} of its answers on {stress['images']} test images" in report
+    # a bad file gets its message; the others are answered
+    assert by_file["notes.png"]["error"].startswith("not a recognised image format") and "Not classified" in report
+    assert "Answer:" in report and "Grouped view" in report and "covid probability" in report
+    # one Grad-CAM overlay per classified image, a real picture at a readable size
+    assert len(overlays) == 2
+    picture = Image.open(overlays[0]["image"])
+    assert picture.mode == "RGB" and min(picture.size) >= 300 and "Grad-CAM of" in overlays[0]["caption"]
+
+
+def test_a_picked_class_is_explained_and_limits_hold(page, pipeline, tmp_path):
+    url, _ = page
+    files = images(pipeline, tmp_path)
+    _, overlays, _ = classify(url, [files["plain"]], "covid")
+    assert overlays[0]["caption"].endswith("Grad-CAM of covid") or "Grad-CAM of covid" in overlays[0]["caption"]
+    report, _, answers = classify(url, [files["dicom"], files["plain"], files["plain"], files["plain"]])
+    assert "4 images were sent; the first 3 are classified" in report and len(answers) == 3  # --max-images 3
+    assert answers[0]["error"] == "DICOM file has no pixel data"
+    report, _, answers = classify(url, [files["plain"]])  # the server is still up after all that
+    assert answers[0]["error"] == "" and answers[0]["predicted"] in CLASSES
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian's chromium and chromium-driver are not installed")
+def test_the_page_in_a_real_browser(page, pipeline, tmp_path):
+    """Upload, wait for the answer, read the page as a person would, keep a screenshot."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, folder = page
+    files = images(pipeline, tmp_path)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,2200"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        browser.get(url)
+        wait = WebDriverWait(browser, 120)
+        upload = wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "#upload input[type=file]")))
+        upload.send_keys(f"{files['framed']}\n{files['plain']}")
+        wait.until(lambda b: "framed.png" in b.find_element(By.ID, "upload").text)
+        browser.find_element(By.ID, "classify").click()
+        wait.until(lambda b: "Answer:" in b.find_element(By.ID, "report").text)
+        text = browser.find_element(By.TAG_NAME, "body").text
+        assert "research software, not a medical device" in text  # on the page, not hidden
+        assert "Model: models/coronet.keras" in text and "Its test results: accuracy" in text
+        assert "uniform border or padding" in text and "in this model's stress tests" in text
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#overlays img")) >= 2)
+        browser.save_screenshot(str(folder / "page.png"))
+        assert Image.open(folder / "page.png").size[0] >= 1000
+    finally:
+        browser.quit()

@@ -1,0 +1,141 @@
+"""End to end: a team's tracking server as MLflow's self-hosting guide lays it out: `mlflow server` on a real
+PostgreSQL (Debian's, `initdb` in a temporary folder, a Unix socket only) with the artifact proxy. Two
+queued experiments run side by side (`dvc queue start -j 2`) in one checkout while a colleague runs the
+pipeline in another, all against it at once; then the server stops in the middle of a training run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import LOOPBACK, TINY, VENV_BIN, free_port, git, make_project, run_tool, stop_server
+from coronet import team_server
+
+try:
+    team_server.pg_binary("initdb")
+    HAVE_POSTGRES = True
+except Exception:  # .ci/run installs Debian's postgresql; a developer's machine may lack it
+    HAVE_POSTGRES = False
+pytestmark = pytest.mark.skipif(not HAVE_POSTGRES, reason="PostgreSQL (Debian's postgresql) is not installed")
+
+
+def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            with LOOPBACK.open(url, timeout=2):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def database():
+    # Not under pytest's own temporary folders: those are closed to other users, and PostgreSQL runs as one.
+    folder = Path(tempfile.mkdtemp(prefix="coronet-pg-"))
+    postgres = team_server.Postgres(folder).start()
+    yield postgres
+    postgres.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def server(database, tmp_path) -> tuple[str, subprocess.Popen]:
+    port, log = free_port(), tmp_path / f"server-{time.monotonic_ns()}.log"
+    process = team_server.mlflow_server(database.uri, tmp_path / "artifacts", port, log)
+    wait_for(f"http://127.0.0.1:{port}/health", process, log)
+    return f"http://127.0.0.1:{port}", process
+
+
+def test_the_pipeline_and_two_queued_experiments_at_once_on_postgresql(database, tmp_path):
+    import mlflow
+
+    url, process = server(database, tmp_path)
+    env = {"MLFLOW_TRACKING_URI": url}
+    try:
+        ours = make_project(tmp_path / "ours", {**TINY, "train.epochs": 1})
+        colleague = tmp_path / "colleague"
+        git(tmp_path, "clone", "-q", str(ours), str(colleague))
+        for name, value in (("team-lr", "train.learning_rate=0.002"), ("team-seed", "seed=7")):
+            run_tool(ours, "dvc", "exp", "run", "--queue", "-n", name, "-S", value, env=env)
+        run_tool(ours, "dvc", "queue", "start", "-j", "2", env=env)
+        started = time.monotonic()
+        repro = subprocess.Popen([str(VENV_BIN / "dvc"), "repro"], cwd=colleague, text=True, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+                                                                **env})
+        while True:
+            status = run_tool(ours, "dvc", "queue", "status", env=env).stdout
+            finished = [n for n in ("team-lr", "team-seed") if any(n in line and ("Success" in line or "Failed" in line)
+                                                                   for line in status.splitlines())]
+            if len(finished) == 2:
+                break
+            assert time.monotonic() - started < 900, status
+            time.sleep(5)
+        out, _ = repro.communicate(timeout=900)
+        assert repro.returncode == 0, out[-4000:]
+        assert "Failed" not in status, run_tool(ours, "dvc", "queue", "logs", "team-lr", check=False).stdout[-3000:]
+        shown = json.loads(run_tool(ours, "dvc", "exp", "show", "--json", env=env).stdout)
+        experiments = {e["name"]: e for commit in shown for e in (commit.get("experiments") or [])}
+        assert {"team-lr", "team-seed"} <= set(experiments)
+
+        mlflow.set_tracking_uri(url)
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment_by_name("coronet")
+        runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+        colleague_run = client.get_run(json.loads((colleague / "models/run.json").read_text())["run_id"])
+        assert {"team-lr", "team-seed"} <= set(runs) and colleague_run.info.run_name.startswith("repro-")
+        for run in (runs["team-lr"], runs["team-seed"], colleague_run):
+            assert run.info.status == "FINISHED", run.info.run_name
+            assert "test/accuracy" in run.data.metrics and "test/controls.covid_rate" in run.data.metrics
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/val")] == [1]
+            assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"coronet-train", "coronet-val",
+                                                                           "coronet-test"}
+            assert {"figures", "metrics.json", "evidence.json", "model_card.md"} <= {
+                a.path for a in client.list_artifacts(run.info.run_id)}
+        assert runs["team-lr"].data.params["train.learning_rate"] == "0.002"
+        versions = client.search_model_versions("name = 'coronet'")
+        assert {v.run_id for v in versions} >= {runs["team-lr"].info.run_id, runs["team-seed"].info.run_id,
+                                               colleague_run.info.run_id}
+        local = tmp_path / "downloaded"
+        mlflow.artifacts.download_artifacts("models:/coronet@candidate", dst_path=str(local))
+        assert (local / "MLmodel").is_file() and (local / "input_example.json").is_file()  # through the proxy
+    finally:
+        mlflow.set_tracking_uri(None)
+        stop_server(process)
+
+
+def test_training_finishes_when_the_server_stops_mid_run(database, tmp_path):
+    """One warning, a few seconds of waiting, then training goes on without MLflow and saves the model."""
+    url, process = server(database, tmp_path)
+    project = make_project(tmp_path / "repo", {**TINY, "train.epochs": 3})
+    env = {"MLFLOW_TRACKING_URI": url}
+    run_tool(project, "dvc", "repro", "split", env=env)
+    state = project / "models/checkpoints/state.json"
+    log = tmp_path / "train.log"
+    train = subprocess.Popen([str(VENV_BIN / "python"), "stages/train.py"], cwd=project,
+                             env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not (state.is_file() and json.loads(state.read_text())["epoch"] >= 1):
+        assert train.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # the server goes away after the first epoch
+    process.wait(timeout=30)
+    stopped = time.monotonic()
+    assert train.wait(timeout=600) == 0, log.read_text()[-3000:]
+    rest = time.monotonic() - stopped
+    output = log.read_text()
+    assert output.count("warning: MLflow") == 1 and "goes on without MLflow" in output
+    run = json.loads((project / "models/run.json").read_text())
+    assert len(run["tracking_errors"]) == 1 and (project / "models/coronet.keras").is_file()
+    # Two epochs of a 71 px model on a few dozen images take well under a minute here; MLflow's default
+    # retries (7, exponential backoff) would have cost minutes on the first failed call alone.
+    assert rest < 120, f"{rest:.0f} s after the server stopped"
