@@ -326,6 +326,7 @@ class SplitParams:
 # train ------------------------------------------------------------------------------------------------
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
+LR_DECAYS = ("none", "cosine")
 
 
 @dataclass(frozen=True)
@@ -400,6 +401,7 @@ class TrainParams:
     dense_units: int
     learning_rate: float
     warmup_epochs: int
+    lr_decay: str  # none | cosine
     clipnorm: float | None
     batch_size: int
     epochs: int
@@ -425,6 +427,7 @@ class TrainParams:
             dense_units=cfg.integer("dense_units", low=1),
             learning_rate=cfg.number("learning_rate", 0, inclusive=False),
             warmup_epochs=cfg.integer("warmup_epochs", low=0),
+            lr_decay=cfg.choice("lr_decay", LR_DECAYS),
             clipnorm=None if cfg["clipnorm"] is None else cfg.number("clipnorm", 0, inclusive=False),
             batch_size=cfg.integer("batch_size", low=1),
             epochs=cfg.integer("epochs", low=1),
@@ -438,7 +441,10 @@ class TrainParams:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The section as params.yaml spells it (MLflow params, run.json)."""
+        fields = asdict(self)
+        fields["nuisance"] = {name: {"p": s.p, "strength": [s.low, s.high]} for name, s in self.nuisance.steps.items()}
+        return fields
 
 
 # evaluate ---------------------------------------------------------------------------------------------

@@ -124,7 +124,7 @@ def test_the_page_in_a_real_browser(page, pipeline, tmp_path):
         wait = WebDriverWait(browser, 120)
         upload = wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "#upload input[type=file]")))
         upload.send_keys(f"{files['framed']}\n{files['plain']}")
-        wait.until(lambda b: "framed.png" in b.find_element(By.ID, "upload").text)
+        wait.until(lambda b: "framed" in b.find_element(By.ID, "upload").text)  # shown as name + extension
         browser.find_element(By.ID, "classify").click()
         wait.until(lambda b: "Answer:" in b.find_element(By.ID, "report").text)
         text = browser.find_element(By.TAG_NAME, "body").text

@@ -68,8 +68,8 @@ def test_the_study_table_shows_each_variant_from_its_own_outputs(studied):
     assert len(rows) == 2
     shown = json.loads(run_tool(project, "dvc", "exp", "show", "--json", env=env).stdout)
     for name, line in rows.items():
-        rev = next(e["rev"] for commit in shown for e in (commit.get("experiments") or []) if e["name"] == name)
-        evidence = study.read(rev, "metrics/evidence.json")
+        rev = next(e["revs"][0]["rev"] for commit in shown for e in (commit.get("experiments") or []) if e["name"] == name)
+        evidence = study.read(rev, "metrics/evidence.json", str(project))
         assert f"{100 * evidence['accuracy']:.0f}%" in line
         assert f"n={evidence['controls']['called_screening']['n']}" in line
     compared = run_tool(project, "coronet", "compare", env=env).stdout
@@ -92,10 +92,10 @@ def test_after_applying_an_experiment_the_suggested_commands_show_its_results(st
     finally:
         os.chdir(cwd)
     assert (project / "params.yaml").read_text() == params
-    rev = next(e["rev"] for commit in json.loads(run_tool(project, "dvc", "exp", "show", "--json").stdout)
+    rev = next(e["revs"][0]["rev"] for commit in json.loads(run_tool(project, "dvc", "exp", "show", "--json").stdout)
                for e in (commit.get("experiments") or []) if e["name"] == name)
     applied = json.loads((project / "metrics/metrics.json").read_text())
-    assert applied == study.read(rev, "metrics/metrics.json")
+    assert applied == study.read(rev, "metrics/metrics.json", str(project))
     shown = run_tool(project, "dvc", "metrics", "show", "--json").stdout
     assert json.loads(shown)["workspace"]["data"]["metrics/metrics.json"]["data"]["accuracy"] == applied["accuracy"]
     data = run_tool(project, "dvc", "metrics", "show", "metrics/data.json").stdout

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 # CPU-sized: 71 px is Xception's smallest input; from scratch, BatchNorm needs the fixes of PIPELINE.md,
 # and the first steps need a warm-up (see README "The demo on any CPU").
@@ -37,6 +38,12 @@ OVERRIDES = {
 }
 # The outputs `dvc exp apply` brings in that are not the demo's: params.yaml stays the repository's.
 KEPT = ("params.yaml",)
+DVC = [sys.executable, "-m", "dvc"]  # this environment's DVC, whatever PATH says
+
+
+def this_environment() -> dict[str, str]:
+    """os.environ with this interpreter's folder first on PATH: the stages' `python` is this one."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,7 +64,8 @@ def experiment_metrics(name: str, baseline: str) -> dict | None:
 
 def bring_in(name: str) -> bool:
     """The experiment's outputs into the workspace, params.yaml as it was. False if DVC could not."""
-    applied = subprocess.run(["dvc", "exp", "apply", "--quiet", name], capture_output=True, text=True)
+    applied = subprocess.run([*DVC, "exp", "apply", "--quiet", name], capture_output=True, text=True,
+                             env=this_environment())
     if applied.returncode != 0:
         print(f"note: `dvc exp apply {name}` failed ({applied.stderr.strip()}); run it yourself to see the results",
               file=sys.stderr)
@@ -76,13 +84,10 @@ def main() -> int:
 
     baseline = inside.stdout.strip()
     name = time.strftime("demo-%Y%m%d-%H%M%S")
-    command = ["dvc", "exp", "run", "--temp", "-n", name] + [f"-S{k}={v}" for k, v in OVERRIDES.items()]
-    print("$ " + " ".join(command), flush=True)
+    command = ["exp", "run", "--temp", "-n", name] + [f"-S{k}={v}" for k, v in OVERRIDES.items()]
+    print("$ dvc " + " ".join(command), flush=True)
     started = time.monotonic()
-    # DVC lists every output of a fresh checkout it has no hash for yet ("No file hash info found"):
-    # expected before the first run, and nothing to act on.
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    if subprocess.run(command, env=env).returncode != 0:
+    if subprocess.run([*DVC, *command], env=this_environment()).returncode != 0:
         print(f"error: the demo experiment {name} failed; its stage's message is above", file=sys.stderr)
         return 1
     elapsed = time.monotonic() - started

@@ -32,7 +32,9 @@ POLL_S = 5
 
 
 def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    from coronet.experiments.demo import this_environment
+
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, env=this_environment())
     if check and done.returncode != 0:
         raise UserError(f"`dvc {' '.join(args)}` failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
     return done
@@ -66,12 +68,12 @@ def wait(names: list[str], jobs: int) -> dict[str, str]:
         time.sleep(POLL_S)
 
 
-def read(rev: str, path: str) -> dict[str, Any]:
+def read(rev: str, path: str, repo: str | None = None) -> dict[str, Any]:
     """A JSON output of an experiment commit: from git (metrics) or DVC's cache (evidence, stress)."""
     import dvc.api
 
     try:
-        return json.loads(dvc.api.read(path, rev=rev))
+        return json.loads(dvc.api.read(path, repo=repo, rev=rev))
     except Exception:  # an experiment that failed before writing it
         return {}
 

@@ -42,15 +42,24 @@ class Fitted:
                 "first_epoch_s": round(float(seconds[0]), 2), "median_epoch_s": round(float(np.median(steady)), 2)}
 
 
+COSINE_FLOOR = 0.02  # lr_decay cosine ends at this share of the learning rate
+
+
 def learning_rate(cfg: TrainParams, steps_per_epoch: int) -> Any:
-    """``learning_rate``, reached linearly over the first ``warmup_epochs`` (then constant)."""
+    """``learning_rate``, reached linearly over the first ``warmup_epochs``, then constant (``lr_decay``
+    none) or falling along a cosine to COSINE_FLOOR of it by the last epoch (``cosine``). Keras' CosineDecay
+    does all of it (with alpha 1 it is flat after its warm-up), and it is saved with the optimizer."""
     import keras
 
-    if not cfg.warmup_epochs:
+    if not cfg.warmup_epochs and cfg.lr_decay == "none":
         return cfg.learning_rate
-    # CosineDecay with alpha 1 is flat after its warm-up: a plain linear warm-up, saved with the optimizer.
-    return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=1, alpha=1.0, warmup_target=cfg.learning_rate,
-                                                  warmup_steps=cfg.warmup_epochs * steps_per_epoch)
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    decay = max(1, (cfg.epochs - cfg.warmup_epochs) * steps_per_epoch) if cfg.lr_decay == "cosine" else 1
+    alpha = COSINE_FLOOR if cfg.lr_decay == "cosine" else 1.0
+    if not warmup:
+        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=decay, alpha=alpha)
+    return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=decay, alpha=alpha, warmup_target=cfg.learning_rate,
+                                                  warmup_steps=warmup)
 
 
 def compiled_model(cfg: TrainParams, classes: list[str], steps_per_epoch: int) -> Any:

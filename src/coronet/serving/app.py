@@ -113,7 +113,7 @@ def analyse(served: Any, files: list[str] | None, explain: str, max_images: int,
             except Exception as exc:  # an overlay that fails costs the picture, not the answer
                 row["gradcam_error"] = f"{type(exc).__name__}: {exc}"
         reports.append(image_report(name, row, item.findings, served))
-        answers.append({"file": name, **{k: v for k, v in row.items() if k != "check_names"}})
+        answers.append({"file": name, **row})
     return "\n".join([*notes, *reports]), overlays, answers
 
 
@@ -134,8 +134,9 @@ def build(served: Any, max_images: int = MAX_IMAGES, low_confidence: float = 0.5
                 explain = gr.Dropdown([PREDICTED, *classes], value=PREDICTED, label="Grad-CAM: where the model "
                                       "looked for", elem_id="explain")
                 run = gr.Button("Classify", variant="primary", elem_id="classify")
-        report = gr.Markdown(elem_id="report")
-        gallery = gr.Gallery(label="Grad-CAM overlays", columns=2, format="png", elem_id="overlays")
+        with gr.Row():
+            report = gr.Markdown(elem_id="report")
+            gallery = gr.Gallery(label="Grad-CAM overlays", columns=1, format="png", elem_id="overlays")
         data = gr.JSON(label="Answers as data (what `coronet predict --format json` gives)", elem_id="answers")
         run.click(lambda f, e: analyse(served, f, e, max_images, low_confidence), [files, explain],
                   [report, gallery, data], api_name="classify")

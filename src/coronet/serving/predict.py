@@ -118,7 +118,6 @@ def answer(classifier: Classifier, item: Prediction, low_confidence: float) -> d
             row["predicted_group"] = max(merged, key=merged.get)
     row["low_confidence"] = bool(p is not None and float(np.max(p)) < low_confidence)
     row["checks"] = "; ".join(f.message for f in item.findings if f.severity == "warn")
-    row["check_names"] = ",".join(f.check for f in item.findings if f.severity == "warn")
     row["error"] = item.error
     return row
 
@@ -141,7 +140,8 @@ def predict_files(classifier: Classifier, files: list[Path], batch_size: int, lo
     failed_overlays: list[str] = []
     loaders = [path.read_bytes for path in files]
     for path, item in zip(files, classify(classifier, loaders, batch_size, show_progress=True), strict=True):
-        row = {"file": shown_path(path), **answer(classifier, item, low_confidence)}
+        row = {"file": shown_path(path), **answer(classifier, item, low_confidence),
+               "check_names": ",".join(f.check for f in item.findings if f.severity == "warn")}  # the table's
         if gradcam_dir is not None and item.probabilities is not None:
             target = gradcam_dir / names[path]
             try:
