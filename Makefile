@@ -55,12 +55,13 @@ lock: venv
 demo: venv
 	$(BIN)/python -m coronet.demo
 
+# Two workers (pytest-xdist): a test group that shares a pipeline run stays on one (conftest.py).
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # The edit-test loop: the code and data tiers (no training, no DVC pipeline run).
 test-fast: venv
-	$(BIN)/python -m pytest -m "code or data"
+	$(BIN)/python -m pytest -n 2 -m "code or data"
 
 repro: venv
 	$(BIN)/dvc repro
@@ -101,9 +102,11 @@ lint: venv
 bench: venv
 	$(BIN)/python benchmarks/resize_parallel.py
 	$(BIN)/python benchmarks/input_pipeline.py
+	$(BIN)/python benchmarks/nuisance_cost.py
 	$(BIN)/python benchmarks/predict_throughput.py
 	$(BIN)/python benchmarks/stress_cost.py
 	$(BIN)/python benchmarks/precision.py
+	$(BIN)/python benchmarks/first_steps.py
 
 clean-venv:
 	rm -rf $(VENV) .venv-flavour

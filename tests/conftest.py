@@ -40,7 +40,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if tier(item) < len(TIERS):
             item.add_marker(getattr(pytest.mark, TIERS[tier(item)]))
-    items.sort(key=tier)  # stable: file order within a tier stays
+        if tier(item) == TIERS.index("e2e"):
+            # Under pytest-xdist (`make test`: -n 2 --dist loadgroup) a group runs on one worker, so a
+            # session or module fixture (the shared pipeline, a module's own run) is built once.
+            shared = {"pipeline", "pipeline_copy"} & set(getattr(item, "fixturenames", ()))
+            item.add_marker(pytest.mark.xdist_group("pipeline" if shared else Path(str(item.fspath)).stem))
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        # In parallel the long groups start first, so the short tests fill in around them.
+        items.sort(key=lambda item: (tier(item) != TIERS.index("e2e"), tier(item)))
+    else:
+        items.sort(key=tier)  # stable: file order within a tier stays
 
 
 class FileServer:

@@ -17,8 +17,6 @@ import pandas as pd
 
 from coronet.errors import UserError, debug
 
-DISCLAIMER = "CoroNet is research software, not a medical device: do not use its output for diagnosis."
-
 
 def collect_files(paths: list[str]) -> list[Path]:
     """Files as given, and every file under a folder (recursively, sorted); hidden files skipped. A
@@ -96,15 +94,6 @@ def usable_folder(text: str) -> Path:
     return path
 
 
-def registered_name() -> str:
-    """params tracking.registered_model when run in the project, else the default name."""
-    if Path("params.yaml").is_file():
-        from coronet.params import TrackingParams, load_params
-
-        return TrackingParams.parse(load_params()).registered_model
-    return "coronet"
-
-
 def predict_command(args: argparse.Namespace) -> int:
     files = collect_files(args.paths)
     if not files:
@@ -116,7 +105,7 @@ def predict_command(args: argparse.Namespace) -> int:
     from coronet.serving import models
     from coronet.serving.predict import predict_files
 
-    served = models.pick(args.model, args.model_uri, registered_name())
+    served = models.pick(args.model, args.model_uri, models.registered_name())
     classifier = served.classifier
     if args.gradcam_class and args.gradcam_class not in classifier.classes:
         raise UserError(f"--gradcam-class must be one of {classifier.classes}")
@@ -138,7 +127,7 @@ def predict_command(args: argparse.Namespace) -> int:
     else:
         print(text)
     failed = [r for r in rows if r["error"]]
-    print(DISCLAIMER, file=sys.stderr)
+    print(models.DISCLAIMER, file=sys.stderr)
     if failed:
         print(f"{len(failed)} of {len(rows)} file(s) failed; see the error column", file=sys.stderr)
         code = 1
@@ -157,8 +146,11 @@ def predict_command(args: argparse.Namespace) -> int:
 
 def compare_command(args: argparse.Namespace) -> int:
     from coronet.experiments.compare import main as compare_main
+    from coronet.experiments.study import table as study_table
 
-    print(compare_main(args.rev, args.num))
+    text, rows, screening = compare_main(args.rev, args.num)
+    studied = study_table(rows, screening) if screening else ""  # the newest shortcut study, if any ran
+    print(text + (f"\n\n{studied}" if studied else ""))
     return 0
 
 

@@ -262,8 +262,18 @@ class PipelineRun:
         """context -> (dataset, tags), as :func:`split_datasets` makes them."""
         import mlflow
 
+        def log_input(dataset: Any, context: str, tags: dict[str, str]) -> None:
+            try:
+                mlflow.log_input(dataset, context=context, tags=tags)
+            except Exception as exc:
+                # MLflow stores a dataset check-then-insert: two runs logging the same data at once (queued
+                # experiments) race on its unique key and the later insert fails; once more finds it stored.
+                if not re.search(r"UniqueViolation|UNIQUE constraint failed|duplicate key", str(exc)):
+                    raise
+                mlflow.log_input(dataset, context=context, tags=tags)
+
         for context, (dataset, tags) in datasets.items():
-            self.call("log dataset", mlflow.log_input, dataset, context=context, tags=tags)
+            self.call("log dataset", log_input, dataset, context=context, tags=tags)
 
     def log_artifacts(self, files: list[Path], folders: dict[str, Path] | None = None) -> None:
         import mlflow

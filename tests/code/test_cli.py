@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from conftest import CLASSES, RAMP, VENV_BIN, make_dicom
-from coronet.cli import DISCLAIMER, main
+from coronet.cli import main
+from coronet.serving.models import DISCLAIMER
 
 
 def image_bytes(fmt: str, mode: str = "L", seed: int = 0) -> bytes:

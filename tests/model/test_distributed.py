@@ -58,7 +58,10 @@ def test_fit_runs_under_mirrored_strategy_with_the_global_batch(tmp_path):
     # 8 images, batch 4: two optimizer steps an epoch whatever the replicas (each replica takes 2 images a step)
     assert one["steps"] == two["steps"] == 2
     assert two["recalibrated"] and abs(two["loss"] - one["loss"]) < 1e-3
-    # The same optimisation, its gradients summed over two replicas: after two Adam steps of lr 1e-3 (each
-    # moves a weight by up to 1e-3) the weights agree to a fraction of one step (summation order aside).
+    # The same optimisation, its gradients summed over two replicas. Adam moves every weight by about its
+    # learning rate (1e-3) a step whatever the gradient's size, so where a gradient is near zero the summation
+    # order can turn one weight's step round: single weights may differ by up to two steps, while on average
+    # the weights agree to a tenth of one step.
     for a, b in zip(one["weights"], two["weights"], strict=True):
-        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 5e-4
+        gaps = [abs(x - y) for x, y in zip(a, b, strict=True)]
+        assert max(gaps) <= 2e-3 + 1e-6 and sum(gaps) / len(gaps) < 1e-4, (max(gaps), sum(gaps) / len(gaps))

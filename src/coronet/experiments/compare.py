@@ -91,11 +91,12 @@ def experiment_rows(revs: list[str] | None, num: int) -> list[dict[str, Any]]:
         raise UserError(f"cannot list experiments: {exc} (--rev takes a commit, branch or tag git knows)") from None
 
 
-def main(revs: list[str] | None, num: int, width: int | None = None) -> str:
+def main(revs: list[str] | None, num: int, width: int | None = None) -> tuple[str, list[dict[str, Any]], str | None]:
+    """The table of the experiments of ``revs`` (or HEAD) and ``num - 1`` older commits, the rows it came
+    from and the screened class (for the shortcut study's table, which the CLI adds)."""
     rows = experiment_rows(revs, num)
     if not [r for r in rows if r.get("rev") != "workspace"]:
-        return "no experiments yet: run `make demo` or `dvc exp run`"
-    from coronet.experiments.study import table as study_table
+        return "no experiments yet: run `make demo` or `dvc exp run`", [], None
     from coronet.params import ClassScheme, flatten, load_params
 
     params = load_params()
@@ -103,6 +104,4 @@ def main(revs: list[str] | None, num: int, width: int | None = None) -> str:
     screening = ClassScheme.parse(params).screening
     frame = comparison(rows, names, shown_metrics(screening))
     width = width or max(80, shutil.get_terminal_size((120, 40)).columns)
-    text = frame.to_string(index=False, line_width=width)
-    studied = study_table(rows, screening) if screening else ""  # the newest shortcut study, if any ran
-    return text + (f"\n\n{studied}" if studied else "")
+    return frame.to_string(index=False, line_width=width), rows, screening

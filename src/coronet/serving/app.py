@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from coronet import checks
-from coronet.cli import DISCLAIMER
 
 PREDICTED = "the predicted class"
 MAX_IMAGES = 8
@@ -121,6 +120,8 @@ def build(served: Any, max_images: int = MAX_IMAGES, low_confidence: float = 0.5
     """The page (a Gradio Blocks app); its API (``/classify``) is what gradio_client calls."""
     import gradio as gr
 
+    from coronet.serving.models import DISCLAIMER
+
     classes = served.classifier.classes
     with gr.Blocks(title="CoroNet") as page:
         gr.Markdown(f"# CoroNet: chest X-ray classification\n\n> **{DISCLAIMER}** It was trained on two public "
@@ -145,18 +146,17 @@ def build(served: Any, max_images: int = MAX_IMAGES, low_confidence: float = 0.5
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
-    from coronet.cli import registered_name
     from coronet.model.runtime import import_tensorflow_quietly
     from coronet.params import ServingParams, load_params
     from coronet.serving import models
 
     import_tensorflow_quietly()
-    served = models.pick(args.model, args.model_uri, registered_name())
+    served = models.pick(args.model, args.model_uri, models.registered_name())
     serving = ServingParams.parse(load_params()) if Path("params.yaml").is_file() else None
     max_mb = args.max_upload_mb or (serving.max_upload_mb if serving else 40)
     low = serving.low_confidence if serving else 0.5
     page = build(served, args.max_images, low)
-    print(f"CoroNet page on http://{args.host}:{args.port} ({served.name}); Ctrl-C stops it.\n{DISCLAIMER}",
+    print(f"CoroNet page on http://{args.host}:{args.port} ({served.name}); Ctrl-C stops it.\n{models.DISCLAIMER}",
           file=sys.stderr, flush=True)
     page.launch(server_name=args.host, server_port=args.port, max_file_size=int(max_mb * 1024 * 1024), show_error=True,
                 footer_links=["api"], quiet=True)

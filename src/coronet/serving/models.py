@@ -95,6 +95,18 @@ def from_registry(model_uri: str) -> Served:
                   with_artifacts.get("evidence.json", {}), with_artifacts.get("stress.json") or None)
 
 
+DISCLAIMER = "CoroNet is research software, not a medical device: do not use its output for diagnosis."
+
+
+def registered_name() -> str:
+    """params tracking.registered_model when run in the project, else the default name."""
+    if Path("params.yaml").is_file():
+        from coronet.params import TrackingParams, load_params
+
+        return TrackingParams.parse(load_params()).registered_model
+    return "coronet"
+
+
 def pick(model: str | None, model_uri: str | None, registered_name: str = "coronet", say: bool = True) -> Served:
     """The model ``coronet predict`` and the page use (see the module's docstring)."""
     if model_uri:
