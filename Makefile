@@ -55,9 +55,9 @@ lock: venv
 demo: venv
 	$(BIN)/python -m coronet.demo
 
-# Two workers (pytest-xdist): a test group that shares a pipeline run stays on one (conftest.py).
+# Two workers (pytest-xdist): tests that share a pipeline run stay on one (tests/conftest.py).
 test: venv
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2
 
 # The edit-test loop: the code and data tiers (no training, no DVC pipeline run).
 test-fast: venv

@@ -59,14 +59,13 @@ def main() -> None:
                  for name, c in (("plain", plain_cfg), ("nuisance", cfg))}
         model = build_model(classes, args.size, "none")
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy", metrics=["accuracy"])
-        iterators = {name: iter(feed) for name, feed in feeds.items()}
         for name in feeds:  # warm-up: tracing, and each pipeline's decode cache
-            model.fit(iterators[name], steps_per_epoch=args.steps, epochs=1, verbose=0)
+            model.fit(feeds[name], steps_per_epoch=args.steps, epochs=1, verbose=0)
         best = {name: float("inf") for name in feeds}
         for repeat in range(args.repeats):
             for name in feeds:
                 start = time.perf_counter()
-                model.fit(iterators[name], steps_per_epoch=args.steps, epochs=1, verbose=0)
+                model.fit(feeds[name], steps_per_epoch=args.steps, epochs=1, verbose=0)
                 seconds = (time.perf_counter() - start) / args.steps
                 best[name] = min(best[name], seconds)
                 print(f"  run {repeat + 1} {name:9s} {seconds:.3f} s/step")

@@ -31,8 +31,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TIERS = ("code", "data", "model", "e2e")  # the folders under tests/, fastest first
 
 
+# The e2e modules whose tests read the session's shared pipeline run (`pipeline`, `pipeline_copy`): in
+# parallel (`make test`: pytest-xdist, 2 workers) they run on one worker so the pipeline is built once.
+SHARED_PIPELINE_MODULES = {"test_app.py", "test_pipeline.py", "test_resume.py", "test_study.py"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each test carries its folder's tier as a marker; the tiers run in order, end to end last."""
+    """Each test carries its folder's tier as a marker; the tiers run in order, end to end last (in
+    parallel the e2e groups first, so the short tests fill in around them)."""
     def tier(item: pytest.Item) -> int:
         folder = Path(str(item.fspath)).parent.name
         return TIERS.index(folder) if folder in TIERS else len(TIERS)
@@ -40,16 +46,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if tier(item) < len(TIERS):
             item.add_marker(getattr(pytest.mark, TIERS[tier(item)]))
-        if tier(item) == TIERS.index("e2e"):
-            # Under pytest-xdist (`make test`: -n 2 --dist loadgroup) a group runs on one worker, so a
-            # session or module fixture (the shared pipeline, a module's own run) is built once.
-            shared = {"pipeline", "pipeline_copy"} & set(getattr(item, "fixturenames", ()))
-            item.add_marker(pytest.mark.xdist_group("pipeline" if shared else Path(str(item.fspath)).stem))
+        shared = {"pipeline", "pipeline_copy"} & set(getattr(item, "fixturenames", ()))
+        if shared and Path(str(item.fspath)).name not in SHARED_PIPELINE_MODULES:
+            raise pytest.UsageError(f"{item.nodeid} uses the shared pipeline: add its module to "
+                                    "SHARED_PIPELINE_MODULES in tests/conftest.py")
     if "PYTEST_XDIST_WORKER" in os.environ:
-        # In parallel the long groups start first, so the short tests fill in around them.
         items.sort(key=lambda item: (tier(item) != TIERS.index("e2e"), tier(item)))
     else:
         items.sort(key=tier)  # stable: file order within a tier stays
+
+
+def worker_group(nodeid: str) -> str:
+    """What runs on one worker: the shared pipeline's modules together, each other e2e module whole (its
+    module fixture is built once), every other test on its own."""
+    path = Path(nodeid.split("::")[0])
+    if path.parent.name != "e2e":
+        return nodeid
+    return "shared pipeline" if path.name in SHARED_PIPELINE_MODULES else str(path)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    # Not --dist loadgroup: under pytest 9 xdist 3.8 drops the groups silently (pytest-dev/pytest-xdist#1386).
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Grouped(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return Grouped(config, log)
 
 
 class FileServer:
