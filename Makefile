@@ -53,7 +53,7 @@ lock: venv
 		$(LOCK_ARGS) -o requirements/uv.txt
 
 demo: venv
-	$(BIN)/python -m coronet.demo
+	$(BIN)/python -m coronet.experiments.demo
 
 # Two workers (pytest-xdist): tests that share a pipeline run stay on one (tests/conftest.py).
 test: venv
