@@ -23,6 +23,8 @@ from coronet.records import DataRecord, RunRecord
 def main() -> int:
     cfg = EvaluateParams.parse(load_params())
     scheme = cfg.scheme
+    # Every record first: a corrupt one stops the stage before it rewrites any output.
+    data, run = DataRecord.read(paths.DATA_METRICS), RunRecord.read(paths.RUN)
     classifier = Classifier.load(paths.MODEL, paths.RUN)
     if classifier.classes != scheme.classes:
         raise ParamsError(f"the model's classes {classifier.classes} differ from params classes {scheme.classes}: "
@@ -44,7 +46,7 @@ def main() -> int:
                                cfg.gradcam_per_class, paths.FIGURES)
     stressed = stress_tests(classifier, test, cfg.stress, cfg.seed, cfg.batch_size, cfg.ci_level, paths.STRESS,
                             paths.FIGURES / "stress.png", scheme.screening)
-    card = render(metrics, DataRecord.read(paths.DATA_METRICS).to_json(), RunRecord.read(paths.RUN).train,
+    card = render(metrics, data.to_json(), run,
                   manifest["licence"].value_counts().to_dict(), scheme.classes, stressed)
     with atomic_path(paths.MODEL_CARD) as tmp:
         tmp.write_text(card, encoding="utf-8")

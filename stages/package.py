@@ -17,7 +17,7 @@ from coronet.model.dataset import load_split
 from coronet.model.runtime import import_tensorflow_quietly
 from coronet.params import ServingParams, TrackingParams, flatten, load_params
 from coronet.records import PackageRecord, RunRecord
-from coronet.serving.pyfunc import log_pyfunc, served_digest
+from coronet.serving.pyfunc import log_pyfunc, model_config, served_digest
 
 SERVED = {"keras_model": paths.MODEL, "meta": paths.RUN, "stress": paths.STRESS}
 
@@ -32,7 +32,8 @@ def main() -> int:
     params = load_params()
     names, serving = TrackingParams.parse(params), ServingParams.parse(params)
     trained = RunRecord.read(paths.RUN)
-    config = serving.as_dict()
+    trained.check_model(paths.MODEL, paths.RUN)  # never register a model under another's record
+    config = model_config(serving.as_dict())
     digest = served_digest(SERVED, config)
     run = tracking.PipelineRun(names.experiment)
     record = PackageRecord(None, None, None, None, digest, tracking.shown_uri(), [])
@@ -46,7 +47,8 @@ def main() -> int:
         run.log_metrics(as_mlflow_metrics(headline), model_id=model.model_id if model else None, dataset=test)
         run.log_artifacts([paths.HEADLINE, paths.EVIDENCE, paths.STRESS, paths.PREDICTIONS, paths.CONTROLS,
                            paths.MODEL_CARD], {"figures": paths.FIGURES, "curves": paths.CURVES})
-        version = tracking.register(run, model, names.registered_model) if model else None
+        version = tracking.register(run, model, names.registered_model, trained.trained_on.statement(),
+                                    trained.trained_on.tags()) if model else None
         run.end()
         record.run_id, record.model_uri = run.run_id, f"models:/{model.model_id}" if model else None
         record.registered_model, record.version = (names.registered_model, version) if version else (None, None)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from coronet import lineage, paths, tracking
 from coronet.errors import run_stage
-from coronet.files import atomic_path, write_csv
+from coronet.files import atomic_path, sha256_file, write_csv
 from coronet.model.checkpoints import Checkpoints, fingerprint, stage_dependencies
 from coronet.model.dataset import load_split
 from coronet.model.fit import HISTORY_COLUMNS, fit
@@ -21,7 +21,7 @@ from coronet.model.runtime import (
     set_seeds,
 )
 from coronet.params import ClassScheme, ResizeParams, TrackingParams, TrainParams, flatten, load_params, project_seed
-from coronet.records import ModelContract, RunRecord
+from coronet.records import ModelContract, RunRecord, TrainingData
 
 
 def main() -> int:
@@ -37,13 +37,17 @@ def main() -> int:
                                                              stage_dependencies("train")))
     state = checkpoints.load_state() if cfg.checkpoint else None
 
+    downloaded = json.loads(paths.SOURCES.read_text())
+    trained_on = TrainingData(downloaded["source"], frames["train"]["source"].value_counts().sort_index().to_dict(),
+                              cfg.image_size, cfg.weights, cfg.epochs)
     run = tracking.PipelineRun(experiment)
     if run.start(state and state["run_id"], lineage.run_name(), system_metrics=True) and not state:
         hashes, data_params = lineage.data_lineage()
-        archives = json.loads(paths.SOURCES.read_text())["archives"]
+        archives = downloaded["archives"]
         run.log_params({**flatten({"train": cfg.as_dict(), "resize": vars(resize)}), "seed": seed,
                         "classes": ",".join(scheme.classes), **data_params})
-        run.set_tags({**devices, "mlflow.source.git.commit": lineage.git_commit(),
+        run.set_tags({**devices, **trained_on.tags(), "mlflow.source.git.commit": lineage.git_commit(),
+                      "mlflow.note.content": trained_on.statement(),
                       **{f"images.{k}": len(v) for k, v in frames.items()}})
         run.log_inputs(tracking.split_datasets(frames, hashes, archives))
 
@@ -68,7 +72,8 @@ def main() -> int:
     RunRecord(run_id=run.run_id, experiment=experiment, tracking_uri=tracking.shown_uri(), tracking_errors=run.errors,
               train=cfg.as_dict(), seed=seed, precision=devices["precision"], throughput=speed,
               model=ModelContract(scheme.classes, scheme.groups, scheme.screening, cfg.image_size, cfg.weights,
-                                  resize.size, resize.mode)).write(paths.RUN)
+                                  resize.size, resize.mode, sha256_file(paths.MODEL), len(scheme.classes)),
+              trained_on=trained_on).write(paths.RUN)
     checkpoints.clear()
     print(f"model saved to {paths.MODEL}; MLflow run {run.run_id or 'not recorded'}; "
           f"{speed['images_per_s'] if speed else '-'} images/s ({devices['precision']})")

@@ -175,8 +175,9 @@ def model_path(tmp_path_factory):
     """An untrained CoroNet at 71 px with the train stage's run.json beside it."""
     import keras
 
+    from coronet.files import sha256_file
     from coronet.model.network import build_model
-    from coronet.records import ModelContract, RunRecord
+    from coronet.records import ModelContract, RunRecord, TrainingData
 
     keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("model")
@@ -184,7 +185,8 @@ def model_path(tmp_path_factory):
     RunRecord(run_id=None, experiment="coronet", tracking_uri="", tracking_errors=[], train={}, seed=0,
               precision="float32", throughput=None, model=ModelContract(
                   CLASSES, {"covid": ["covid"], "normal": ["normal"], "pneumonia": CLASSES[2:]}, "covid", 71, None, 96,
-                  "stretch")).write(folder / "run.json")
+                  "stretch", sha256_file(folder / "coronet.keras"), len(CLASSES)),
+              trained_on=TrainingData("synthetic", {"covid": 1, "kermany": 3}, 71, None, 1)).write(folder / "run.json")
     return folder / "coronet.keras"
 
 

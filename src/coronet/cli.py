@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from coronet.errors import UserError, debug
+from coronet.console import positive_int, probability
+from coronet.errors import INTERRUPTED, UserError, debug
 
 
 def collect_files(paths: list[str]) -> list[Path]:
@@ -32,50 +33,41 @@ def collect_files(paths: list[str]) -> list[Path]:
     return files
 
 
-def table_columns(classes: list[str], groups: dict[str, list[str]], wide: bool) -> list[str]:
-    grouped = ["predicted_group", *[f"pg_{g}" for g in groups]] if groups else []
-    return ["file", "predicted", *[f"p_{c}" for c in classes], *grouped, "low_confidence", "checks",
-            *(["gradcam"] if wide else []), "error"]
+FILE_WIDTH = 40  # the table's file column: long paths keep their end, where the file name is
 
 
-def render(rows: list[dict[str, Any]], fmt: str, classes: list[str], groups: dict[str, list[str]]) -> str:
-    """JSON and CSV carry every column (the checks' sentences, the overlays' paths); the terminal table
-    is short: class names as columns, the groups in capitals, the checks by name, errors when there are."""
-    wide = any("gradcam" in r for r in rows)
-    frame = pd.DataFrame(rows).reindex(columns=table_columns(classes, groups, wide))
+def render(rows: list[dict[str, Any]], fmt: str, classes: list[str], groups: dict[str, list[str]],
+           screening: str | None = None, wide: bool = False) -> str:
+    """JSON and CSV carry every column of :func:`answer_columns` (the checks' sentences, the overlays' paths).
+    The terminal table fits 120 columns: the answer, its probability, the screened class's probability, the
+    group, the flags, the checks by name, errors when there are; ``wide`` shows every class and group."""
+    from coronet.serving.predict import answer_columns
+
+    columns = ["file", *answer_columns(classes, groups), *(["gradcam"] if any("gradcam" in r for r in rows) else [])]
     if fmt == "json":
-        return json.dumps([{k: v for k, v in r.items() if k != "check_names"} for r in rows], indent=2)  # null, not NaN
+        return json.dumps([{k: r.get(k) for k in columns if k in r} for r in rows], indent=2)  # null, not NaN
+    frame = pd.DataFrame(rows).reindex(columns=columns)
     if fmt == "csv":
         return frame.to_csv(index=False, lineterminator="\n")
-    shown = frame.drop(columns=[c for c in ("checks", "gradcam") if c in frame.columns])
-    shown.insert(len(shown.columns) - 1, "checks", [r.get("check_names", "") for r in rows])
-    shown["low_confidence"] = ["low" if v is True else "" for v in shown["low_confidence"]]
-    shown = shown.rename(columns={**{f"p_{c}": c for c in classes}, **{f"pg_{g}": g.upper() for g in groups},
-                                  "predicted_group": "group", "low_confidence": "confidence"})
+    shown = pd.DataFrame({"file": [f if len(f) <= FILE_WIDTH else "..." + f[3 - FILE_WIDTH:] for f in frame["file"]],
+                          "predicted": frame["predicted"]})
+    if wide:
+        shown = shown.join(frame[[f"p_{c}" for c in classes]].set_axis(classes, axis=1))
+        if groups:
+            shown["group"] = frame["predicted_group"]
+            shown = shown.join(frame[[f"pg_{g}" for g in groups]].set_axis([g.upper() for g in groups], axis=1))
+    else:
+        shown["p"] = [r[f"p_{r['predicted']}"] if r["predicted"] else None for r in rows]
+        if screening:
+            shown[f"p_{screening}"] = frame[f"p_{screening}"]
+        if groups:
+            shown["group"] = frame["predicted_group"]
+    shown["confidence"] = ["low" if r.get("low_confidence") is True else "" for r in rows]
+    shown["checks"] = [r.get("check_names", "") for r in rows]
+    shown["error"] = frame["error"].fillna("")
     shown = shown.loc[:, [c for c in shown.columns if c not in {"checks", "error", "confidence"}
                           or shown[c].astype(str).str.len().gt(0).any()]]
     return shown.fillna("").to_string(index=False, float_format=lambda v: f"{v:.3f}")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1 (a usage error, exit 2, otherwise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
 
 
 def usable_folder(text: str) -> Path:
@@ -111,7 +103,7 @@ def predict_command(args: argparse.Namespace) -> int:
         raise UserError(f"--gradcam-class must be one of {classifier.classes}")
     rows, failed_overlays = predict_files(classifier, files, args.batch_size, args.low_confidence, gradcam_dir,
                                           args.gradcam_class)
-    text = render(rows, args.format, classifier.classes, classifier.groups)
+    text = render(rows, args.format, classifier.classes, classifier.groups, classifier.screening, args.wide)
     code = 0
     if args.output:
         from coronet.files import atomic_path
@@ -128,6 +120,7 @@ def predict_command(args: argparse.Namespace) -> int:
         print(text)
     failed = [r for r in rows if r["error"]]
     print(models.DISCLAIMER, file=sys.stderr)
+    print(f"model: {served.name}. {models.trained_on(served)}", file=sys.stderr)
     if failed:
         print(f"{len(failed)} of {len(rows)} file(s) failed; see the error column", file=sys.stderr)
         code = 1
@@ -164,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--model", help="a saved model (default models/coronet.keras, with run.json beside it)")
     source.add_argument("--model-uri", help="an MLflow model URI, e.g. models:/coronet@champion")
     predict.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    predict.add_argument("--wide", action="store_true", help="the table with every class's and group's probability")
     predict.add_argument("--output", help="write the results to this file instead of the terminal")
     predict.add_argument("--gradcam", metavar="DIR", help="write a Grad-CAM overlay PNG per image here")
     predict.add_argument("--gradcam-class", help="explain this class instead of the predicted one")
@@ -187,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug():
+            raise
+        print("interrupted: no results were written (an --output file is written whole or not at all)", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

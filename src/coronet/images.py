@@ -83,7 +83,7 @@ def pil_to_grayscale(image: Image.Image) -> np.ndarray:
     as DICOM is (a 12-bit X-ray in a 16-bit PNG would otherwise come out nearly black)."""
     mode = image.mode
     if mode in {"I;16", "I;16B", "I;16L", "I;16N", "I"}:
-        return scale_to_uint8(np.asarray(image, dtype=np.int64), None)
+        return scale_to_uint8(np.asarray(image), None)  # its own integer type: a 16-bit image stays 2 bytes a pixel
     if mode == "F":
         return scale_to_uint8(np.asarray(image, dtype=np.float64), None)
     if mode == "P":
@@ -99,15 +99,34 @@ def pil_to_grayscale(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
+LUT_MAX_LEVELS = 1 << 17  # integer images with at most this many levels are mapped through a lookup table
+CHUNK_PIXELS = 1 << 20  # float images are scaled this many pixels at a time
+
+
 def scale_to_uint8(arr: np.ndarray, full_scale: float | None) -> np.ndarray:
-    """Linear map to 0..255: from 0..full_scale, or from the array's own min..max when None."""
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
+    """Linear map to 0..255: from 0..full_scale, or from the array's own min..max when None.
+
+    Within a memory budget: a 7700 x 7700 16-bit PNG as float64 would take 470 MB per copy, and the
+    arithmetic makes several. Integer images go through a lookup table of their levels (the same values as
+    the float formula, one uint8 output array); float images are scaled a chunk of pixels at a time.
+    """
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ImageDecodeError("image holds non-finite values (NaN or infinity)")
     low, high = (0.0, float(full_scale)) if full_scale else (float(arr.min()), float(arr.max()))
     if high <= low:
         return np.zeros(arr.shape, dtype=np.uint8)
-    return np.clip(np.rint((arr - low) * (255.0 / (high - low))), 0, 255).astype(np.uint8)
+    factor = 255.0 / (high - low)
+    if arr.dtype.kind in "ui" and float(arr.min()) >= low and float(arr.max()) - low < LUT_MAX_LEVELS:
+        start = int(arr.min())
+        levels = np.arange(start, int(arr.max()) + 1, dtype=np.float64)
+        lut = np.clip(np.rint((levels - low) * factor), 0, 255).astype(np.uint8)
+        return lut[arr - arr.dtype.type(start)]
+    flat = arr.reshape(-1)
+    out = np.empty(flat.shape, dtype=np.uint8)
+    for i in range(0, flat.size, CHUNK_PIXELS):
+        part = flat[i : i + CHUNK_PIXELS].astype(np.float64)
+        out[i : i + CHUNK_PIXELS] = np.clip(np.rint((part - low) * factor), 0, 255)
+    return out.reshape(arr.shape)
 
 
 def fit_square(gray: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray:

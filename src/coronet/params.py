@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,14 @@ class Section(dict):
 
     def _bad(self, key: str, wanted: str) -> ParamsError:
         return ParamsError(f"params.yaml: {self.path}{key} must be {wanted}, got {self[key]!r}")
+
+    def only(self, *known: str) -> Section:
+        """This section, if it holds no key but ``known``: a misspelt key (``epoch: 5``) would otherwise be
+        ignored without a word while the stage runs with the value it meant to change."""
+        if unknown := sorted(set(self) - set(known)):
+            where = self.path.rstrip(".") or "the top level"
+            raise ParamsError(f"params.yaml: {where} has unknown key(s) {unknown} (a typo?); known: {', '.join(known)}")
+        return self
 
     def section(self, key: str, what: str = "") -> Section:
         """A nested mapping (``evaluate: null`` or a list in its place is an error, not a crash later)."""
@@ -187,6 +195,7 @@ class ArchiveParams:
 
     @classmethod
     def parse(cls, cfg: Section) -> ArchiveParams:
+        cfg.only("url", "filename", "sha256")
         filename = cfg.name("filename")
         if "/" in filename or "\\" in filename or filename in {".", ".."}:
             raise ParamsError(f"params.yaml: {cfg.path}filename must be a plain file name, got {filename!r}")
@@ -205,6 +214,7 @@ class SyntheticParams:
 
     @classmethod
     def parse(cls, cfg: Section) -> SyntheticParams:
+        cfg.only("seed", "images_per_class", "image_size", "controls_per_finding")
         return cls(cfg.integer("seed"), cfg.integer("images_per_class", 1), cfg.integer("image_size", 32),
                    cfg.integer("controls_per_finding", 0))
 
@@ -222,7 +232,8 @@ class DownloadParams:
 
     @classmethod
     def parse(cls, params: Section) -> DownloadParams:
-        cfg = params.section("download")
+        cfg = params.section("download").only("source", "mirror", "timeout_s", "retries", "max_archive_gb", "archives",
+                                              "synthetic")
         archives = cfg.section("archives", " of source name -> url, filename, sha256")
         if not archives:
             raise ParamsError("params.yaml: download.archives names no source")
@@ -249,21 +260,28 @@ class ControlParams:
     reject: tuple[str, ...]
 
     @classmethod
-    def parse(cls, cfg: Section, classes: list[str]) -> ControlParams:
-        role = cfg.choice("role", CONTROL_ROLES)
+    def parse(cls, cfg: Section, classes: list[str], screening: str | None) -> ControlParams:
+        """``screening``: the class the controls are scored against (params screening_class); they are films
+        without it, so no finding may be mapped to it."""
+        role = cfg.only("role", "classes", "reject").choice("role", CONTROL_ROLES)
         mapping = cfg.section("classes", " of class -> list of findings")
         finding_class: dict[str, str] = {}
         for label in mapping:
             if label not in classes:
                 raise ParamsError(f"params.yaml: merge.controls.classes names {label!r}, which is not in classes "
                                   f"{classes}")
+            if label == screening:
+                raise ParamsError(f"params.yaml: merge.controls.classes maps findings to {label!r}, the screened "
+                                  f"class: same-source controls are the collection's films without {label}; map "
+                                  "them to other classes")
             for finding in mapping.names(label):
                 key = finding.strip().lower()
                 if key in finding_class:
                     raise ParamsError(f"params.yaml: merge.controls.classes maps finding {finding!r} twice "
                                       f"({finding_class[key]} and {label}); give each finding one class")
                 finding_class[key] = label
-        reject = tuple(f.strip().lower() for f in (cfg["reject"] or []))
+        # A list of names: `-S merge.controls.reject=todo` gives a string, which must not be read letter by letter.
+        reject = tuple(f.strip().lower() for f in cfg.names("reject")) if cfg["reject"] not in (None, []) else ()
         if clash := sorted(set(reject) & set(finding_class)):
             raise ParamsError(f"params.yaml: merge.controls.reject lists {clash}, which merge.controls.classes maps "
                               "to a class")
@@ -283,11 +301,12 @@ class MergeParams:
     @classmethod
     def parse(cls, params: Section) -> MergeParams:
         cfg, classes = params.section("merge"), list(params.names("classes"))
+        cfg.only("views", "covid_finding", "near_duplicate_max_distance", "controls", "counts")
         counts = cfg.section("counts", " of class -> number of images")
         return cls(classes, project_seed(params), cfg.names("views"), cfg.name("covid_finding"),
                    cfg.integer("near_duplicate_max_distance", low=0),
                    {label: counts.integer(label, low=0) for label in classes},
-                   ControlParams.parse(cfg.section("controls"), classes))
+                   ControlParams.parse(cfg.section("controls"), classes, params.get("screening_class")))
 
 
 # resize, split ----------------------------------------------------------------------------------------
@@ -304,7 +323,7 @@ class ResizeParams:
 
     @classmethod
     def parse(cls, params: Section) -> ResizeParams:
-        cfg = params.section("resize")
+        cfg = params.section("resize").only("size", "mode", "workers")
         return cls(cfg.integer("size", low=8), cfg.choice("mode", RESIZE_MODES), cfg.integer("workers", low=0))
 
 
@@ -318,7 +337,7 @@ class SplitParams:
 
     @classmethod
     def parse(cls, params: Section) -> SplitParams:
-        cfg = params.section("split")
+        cfg = params.section("split").only("group_by", "test_size", "val_size")
         return cls(list(params.names("classes")), project_seed(params), cfg.choice("group_by", GROUP_BY),
                    cfg.number("test_size", 0, 1, inclusive=False), cfg.number("val_size", 0, 1, inclusive=False))
 
@@ -349,6 +368,7 @@ class AugmentParams:
 
     @classmethod
     def parse(cls, cfg: Section) -> AugmentParams:
+        cfg.only(*(f.name for f in fields(cls)))
         return cls(cfg.number("rotation_deg", 0), cfg.number("width_shift", 0, 1), cfg.number("height_shift", 0, 1),
                    cfg.number("shear_deg", 0), cfg.number("zoom", 0, 1), cfg.number("channel_shift", 0),
                    cfg.flag("horizontal_flip"), cfg.flag("vertical_flip"))
@@ -381,7 +401,7 @@ class NuisanceParams:
             if name not in nuisance.AUGMENTATIONS:
                 raise ParamsError(f"params.yaml: train.nuisance names unknown augmentation {name!r}; known: "
                                   f"{', '.join(nuisance.AUGMENTATIONS)}")
-            step = cfg.section(name, " with p and strength: [low, high]")
+            step = cfg.section(name, " with p and strength: [low, high]").only("p", "strength")
             strength = step["strength"]
             if not (isinstance(strength, list) and len(strength) == 2):
                 raise ParamsError(f"params.yaml: train.nuisance.{name}.strength must be [low, high], got {strength!r}")
@@ -415,11 +435,14 @@ class TrainParams:
 
     @classmethod
     def parse(cls, params: Section) -> TrainParams:
-        cfg = params.section("train")
+        cfg = params.section("train").only(*(f.name for f in fields(cls)))
         weights = cfg["weights"]
         if weights is not None and not isinstance(weights, str):
             raise ParamsError(f"params.yaml: train.weights must be imagenet, none or a path, got {weights!r}")
         weights = None if weights is None or weights.strip().lower() in {"", "none", "null"} else weights.strip()
+        if cfg.integer("warmup_epochs", low=0) > cfg.integer("epochs", low=1):
+            raise ParamsError(f"params.yaml: train.warmup_epochs ({cfg['warmup_epochs']}) is more than train.epochs "
+                              f"({cfg['epochs']}): the learning rate would never reach train.learning_rate")
         return cls(
             image_size=cfg.integer("image_size", low=71),  # Xception's smallest input
             weights="imagenet" if weights and weights.lower() == "imagenet" else weights,
@@ -467,6 +490,7 @@ class StressParams:
 
     @classmethod
     def parse(cls, cfg: Section) -> StressParams:
+        cfg.only("warn_flip_rate", "transforms")
         transforms = cfg.section("transforms", " of transform -> list of strengths")
         if unknown := sorted(set(transforms) - set(nuisance.TRANSFORMS)):
             raise ParamsError(f"params.yaml: evaluate.stress.transforms names unknown transform(s) {unknown}; "
@@ -495,7 +519,7 @@ class EvaluateParams:
 
     @classmethod
     def parse(cls, params: Section) -> EvaluateParams:
-        cfg = params.section("evaluate")
+        cfg = params.section("evaluate").only(*(f.name for f in fields(cls) if f.name not in {"scheme", "seed"}))
         return cls(ClassScheme.parse(params), project_seed(params), cfg.integer("batch_size", 1),
                    cfg.integer("gradcam_per_class", 0), cfg.number("ci_level", 0, 1, inclusive=False),
                    cfg.integer("bootstrap_resamples", 1), cfg.integer("calibration_bins", 1),
@@ -516,7 +540,7 @@ class ServingParams:
 
     @classmethod
     def parse(cls, params: Section) -> ServingParams:
-        cfg = params.section("serving")
+        cfg = params.section("serving").only(*(f.name for f in fields(cls)))
         return cls(cfg.integer("max_rows", 1), cfg.integer("batch_size", 1),
                    cfg.number("max_upload_mb", 0, inclusive=False), cfg.probability("low_confidence"))
 
@@ -531,5 +555,5 @@ class TrackingParams:
 
     @classmethod
     def parse(cls, params: Section, *, experiment_only: bool = False) -> TrackingParams:
-        cfg = params.section("tracking")
+        cfg = params.section("tracking").only(*(f.name for f in fields(cls)))
         return cls(cfg.name("experiment"), "" if experiment_only else cfg.name("registered_model"))

@@ -2,8 +2,11 @@
 ``models/run.json`` (train), ``metrics/data.json`` (split) and ``models/package.json`` (package).
 
 Each is written by one stage through ``write`` and read through ``read``, so its fields are named in
-one place. Reading a file of another kind, or of an older schema, is one ``error:`` line that names
+one place. Reading a file of another kind, or of another schema, is one ``error:`` line that names
 the file and says how to renew it, never a KeyError deep in a later stage.
+
+``models/run.json`` and ``models/coronet.keras`` are one: the record carries the model file's sha256,
+its output count and input size, and every loader checks them (:meth:`RunRecord.check_model`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from coronet.errors import UserError
-from coronet.files import write_json
+from coronet.files import sha256_file, write_json
 
 R = TypeVar("R", bound="Record")
 
@@ -52,9 +55,14 @@ class Record:
             raise RecordError(f"{path} cannot be read ({exc}): {renew}") from None
         schema = data.get("schema") if isinstance(data, dict) else None
         if schema != f"{cls.KIND}/{cls.SCHEMA}":
-            kind = str(schema).split("/")[0] if schema else None
-            what = ("written by an older version of the pipeline" if kind in (None, cls.KIND)
-                    else f"a {kind} record, not a {cls.KIND} record")
+            kind, _, version = str(schema).partition("/") if schema else (None, "", "")
+            if kind not in (None, cls.KIND):
+                what = f"a {kind} record, not a {cls.KIND} record"
+            elif version.isdigit() and int(version) > cls.SCHEMA:
+                what = "written by a newer version of the pipeline than this one"
+                renew = f"update this code (git pull), or {renew}"
+            else:
+                what = "written by an older version of the pipeline"
             raise RecordError(f"{path} is {what} (schema {schema!r}, expected {cls.KIND}/{cls.SCHEMA}): {renew}")
         try:
             return cls.from_json(data)
@@ -62,18 +70,69 @@ class Record:
             raise RecordError(f"{path} does not hold what a {cls.KIND} record holds ({exc}): {renew}") from None
 
 
+class ModelMismatchError(UserError):
+    """A model file and the run.json beside it do not belong together."""
+
+
 @dataclass
 class ModelContract:
     """What a saved model needs from its caller: its class order (and the views derived from it) and
-    the preprocessing it was trained with."""
+    the preprocessing it was trained with; and what identifies the file it describes."""
 
     classes: list[str]
     groups: dict[str, list[str]]
     screening: str | None
-    image_size: int
+    image_size: int  # the network's input size
     weights: str | None
     resize_size: int
     resize_mode: str
+    sha256: str  # of the saved model file
+    outputs: int  # the network's output units: one per class
+
+    def inconsistencies(self) -> list[str]:
+        """What in the contract contradicts itself (a hand-edited or foreign run.json)."""
+        known = set(self.classes)
+        problems = [] if len(self.classes) == self.outputs else [
+            f"it lists {len(self.classes)} classes for a model of {self.outputs} outputs"]
+        if len(known) != len(self.classes):
+            problems.append(f"its classes {self.classes} repeat a name")
+        problems += [f"its group {g!r} names {sorted(set(m) - known)}, not classes"
+                     for g, m in self.groups.items() if set(m) - known]
+        if self.screening is not None and self.screening not in known:
+            problems.append(f"its screening class {self.screening!r} is not one of its classes")
+        return problems
+
+
+@dataclass
+class TrainingData:
+    """What the model was trained on, in the words every place that speaks for the model uses."""
+
+    download_source: str  # params download.source: "synthetic" or "upstream"
+    sources: dict[str, int]  # source -> training images
+    image_size: int
+    weights: str | None
+    epochs: int
+
+    @property
+    def synthetic(self) -> bool:
+        return self.download_source == "synthetic"
+
+    def statement(self) -> str:
+        """One sentence: trained on what, at what input, from which weights, for how long."""
+        setup = (f"{self.image_size} px input, {'weights ' + self.weights if self.weights else 'from scratch'}, "
+                 f"{self.epochs} epochs")
+        if self.synthetic:
+            return (f"Trained on {sum(self.sources.values())} SYNTHETIC images (the offline demo generator, not "
+                    f"X-rays; {setup}): a demonstration model. Its answers on real chest X-rays mean nothing.")
+        sources = ", ".join(f"{name} ({n})" for name, n in self.sources.items())
+        return (f"Trained on {sum(self.sources.values())} chest X-rays from {sources} ({setup}). Each source "
+                "goes with its labels, so the model may read the source: see its model card.")
+
+    def tags(self) -> dict[str, str]:
+        """The same facts as MLflow tags."""
+        return {"training.data": "synthetic" if self.synthetic else "real",
+                "training.sources": ",".join(self.sources), "training.image_size": str(self.image_size),
+                "training.weights": str(self.weights or "none"), "training.epochs": str(self.epochs)}
 
 
 @dataclass
@@ -81,6 +140,7 @@ class RunRecord(Record):
     """``models/run.json``: the train stage's run, beside the model it wrote."""
 
     KIND: ClassVar[str] = "coronet.run"
+    SCHEMA: ClassVar[int] = 2
     WRITER: ClassVar[str] = "train"
     run_id: str | None
     experiment: str
@@ -91,12 +151,25 @@ class RunRecord(Record):
     precision: str
     throughput: dict[str, float] | None
     model: ModelContract
+    trained_on: TrainingData
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
         record = super().from_json(data)
         record.model = ModelContract(**record.model)
+        record.trained_on = TrainingData(**record.trained_on)
         return record
+
+    def check_model(self, model_path: Path, record_path: Path) -> None:
+        """ModelMismatchError unless ``model_path`` is the file this record describes and the record agrees
+        with itself."""
+        retrain = "rerun the train stage (dvc repro), or put the run.json that came with this model beside it"
+        problems = self.model.inconsistencies()
+        if not problems and sha256_file(model_path) != self.model.sha256:
+            problems = ["the model file's sha256 is not the one the record names (the files were swapped or edited)"]
+        if problems:
+            raise ModelMismatchError(f"{model_path} and {record_path} do not belong together: {'; '.join(problems)}: "
+                                     f"{retrain}")
 
 
 @dataclass

@@ -7,11 +7,13 @@ the helpers below it (datasets, the servable model, the registry) are mechanisms
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,29 @@ def configure(experiment: str) -> str:
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
+    with store_lock(uri):
+        return _experiment_id(mlflow, uri, experiment)
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Holds ``<db>.lock`` while a process opens a SQLite store: the first open creates the database and runs
+    MLflow's schema migration, and two experiments starting together on a fresh store would both migrate it
+    (one then fails: "duplicate column name"). Other stores migrate on their server: no lock."""
+    db = sqlite_file(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _experiment_id(mlflow: Any, uri: str, experiment: str) -> str:
     client = mlflow.MlflowClient()
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
@@ -348,9 +373,10 @@ def servable_model(run: PipelineRun, digest: str, log: Callable[[dict[str, str]]
     return run.call("find model", mlflow.get_logged_model, info.model_id) if info else None
 
 
-def register(run: PipelineRun, model: Any, name: str, alias: str = "candidate") -> str | None:
-    """Registers the logged model under ``name`` with ``alias``; a model registered before (a rerun) keeps
-    its version. Returns the version."""
+def register(run: PipelineRun, model: Any, name: str, description: str, tags: dict[str, str],
+             alias: str = "candidate") -> str | None:
+    """Registers the logged model under ``name`` with ``alias``, the version described (what it was trained
+    on) and tagged; a model registered before (a rerun) keeps its version. Returns the version."""
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -361,5 +387,8 @@ def register(run: PipelineRun, model: Any, name: str, alias: str = "candidate") 
         version = run.call("register model", mlflow.register_model, f"models:/{model.model_id}", name)
     if version is None:
         return None
+    run.call("describe version", client.update_model_version, name, version.version, description=description)
+    for key, value in tags.items():
+        run.call("tag version", client.set_model_version_tag, name, version.version, key, value)
     run.call("set alias", client.set_registered_model_alias, name, alias, version.version)
     return str(version.version)

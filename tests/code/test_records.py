@@ -3,15 +3,25 @@ written and read back whole; a stale or foreign file is one error naming it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
-from coronet.records import DataRecord, ModelContract, PackageRecord, RecordError, RunRecord
+from coronet.records import (
+    DataRecord,
+    ModelContract,
+    ModelMismatchError,
+    PackageRecord,
+    RecordError,
+    RunRecord,
+    TrainingData,
+)
 
 RUN = RunRecord(run_id="abc", experiment="coronet", tracking_uri="sqlite:///x.db", tracking_errors=[],
                 train={"epochs": 2}, seed=42, precision="float32", throughput={"images_per_s": 3.0},
-                model=ModelContract(["a", "b"], {"ab": ["a", "b"]}, "a", 71, None, 96, "stretch"))
+                model=ModelContract(["a", "b"], {"ab": ["a", "b"]}, "a", 71, None, 96, "stretch", "0" * 64, 2),
+                trained_on=TrainingData("synthetic", {"covid": 3, "kermany": 9}, 71, None, 2))
 
 
 def test_each_record_round_trips_through_its_file(tmp_path):
@@ -22,7 +32,7 @@ def test_each_record_round_trips_through_its_file(tmp_path):
     for record in (RUN, data, package):
         path = tmp_path / f"{type(record).__name__}.json"
         record.write(path)
-        assert json.loads(path.read_text())["schema"] == f"{record.KIND}/1"
+        assert json.loads(path.read_text())["schema"] == f"{record.KIND}/{record.SCHEMA}"
         assert type(record).read(path) == record
     assert RunRecord.read(tmp_path / "RunRecord.json").model.resize_mode == "stretch"  # nested record rebuilt
 
@@ -30,9 +40,10 @@ def test_each_record_round_trips_through_its_file(tmp_path):
 @pytest.mark.parametrize(("text", "says"), [
     ('{"run_id": null, "model": {"classes": ["a"]}}', "written by an older version of the pipeline"),
     ('{"schema": "coronet.data/1", "total": 3}', "a coronet.data record, not a coronet.run record"),
-    ('{"schema": "coronet.run/0"}', "written by an older version of the pipeline"),
+    ('{"schema": "coronet.run/1"}', "written by an older version of the pipeline"),
+    ('{"schema": "coronet.run/3"}', "written by a newer version of the pipeline than this one"),
     ("not json", "cannot be read"),
-    ('{"schema": "coronet.run/1", "run_id": "x"}', "does not hold what a coronet.run record holds"),
+    ('{"schema": "coronet.run/2", "run_id": "x"}', "does not hold what a coronet.run record holds"),
 ])
 def test_a_stale_or_foreign_record_is_one_error_naming_it(tmp_path, text, says):
     path = tmp_path / "run.json"
@@ -45,3 +56,32 @@ def test_a_stale_or_foreign_record_is_one_error_naming_it(tmp_path, text, says):
 def test_a_missing_record_says_which_stage_writes_it(tmp_path):
     with pytest.raises(RecordError, match="is missing: rerun the split stage"):
         DataRecord.read(tmp_path / "data.json")
+
+
+def test_what_a_model_was_trained_on_is_said_in_one_sentence():
+    synthetic = RUN.trained_on
+    assert synthetic.statement().startswith("Trained on 12 SYNTHETIC images") and "mean nothing" in synthetic.statement()
+    assert synthetic.tags() == {"training.data": "synthetic", "training.sources": "covid,kermany",
+                                "training.image_size": "71", "training.weights": "none", "training.epochs": "2"}
+    real = TrainingData("upstream", {"covid": 200, "kermany": 700}, 150, "imagenet", 80)
+    assert "SYNTHETIC" not in real.statement() and "900 chest X-rays from covid (200), kermany (700)" in real.statement()
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"sha256": "1" * 64}, "sha256 is not the one the record names"),
+    ({"classes": ["b", "a", "c"], "groups": {}, "screening": None}, "lists 3 classes for a model of 2 outputs"),
+    ({"groups": {"ab": ["a", "x"]}}, "its group 'ab' names ['x'], not classes"),
+    ({"screening": "x"}, "its screening class 'x' is not one of its classes"),
+])
+def test_a_model_and_a_record_that_do_not_belong_together_are_one_error(tmp_path, change, says):
+    """Issue 24, defect 2: a record with swapped or missing classes beside a model was used without a word."""
+    import dataclasses
+
+    model = tmp_path / "coronet.keras"
+    model.write_bytes(b"model bytes")
+    good = dataclasses.replace(RUN, model=dataclasses.replace(RUN.model, sha256=hashlib.sha256(b"model bytes").hexdigest()))
+    good.check_model(model, tmp_path / "run.json")  # the file it names: no error
+    bad = dataclasses.replace(good, model=dataclasses.replace(good.model, **change))
+    with pytest.raises(ModelMismatchError) as info:
+        bad.check_model(model, tmp_path / "run.json")
+    assert str(model) in str(info.value) and str(tmp_path / "run.json") in str(info.value) and says in str(info.value)

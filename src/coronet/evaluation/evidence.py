@@ -14,7 +14,7 @@ from coronet.data.split import leakage_counts
 from coronet.evaluation import controls as same_source
 from coronet.evaluation.calibration import brier_score, expected_calibration_error
 from coronet.evaluation.confounds import age_band, breakdown, source_probe
-from coronet.evaluation.intervals import bootstrap, per_class_wilson
+from coronet.evaluation.intervals import bootstrap, per_class_wilson, wilson
 from coronet.evaluation.metrics import averages, confusion, per_class_scores, roc_auc_per_class
 from coronet.params import EvaluateParams
 
@@ -29,7 +29,6 @@ def _macro_f1(classes: list[str]) -> Callable[[pd.DataFrame], float | None]:
 def intervals(predictions: pd.DataFrame, classes: list[str], resamples: int, seed: int, level: float
               ) -> dict[str, Any]:
     statistics = {
-        "accuracy": lambda s: float((s["label"] == s["predicted"]).mean()),
         "macro_f1": _macro_f1(classes),
         **{f"roc_auc.{c}": (lambda s, c=c: roc_auc_per_class(s, [c])[c]) for c in classes},
     }
@@ -37,7 +36,7 @@ def intervals(predictions: pd.DataFrame, classes: list[str], resamples: int, see
     return {
         "level": level,
         "per_class": per_class_wilson(confusion(predictions, classes), classes, level),
-        "accuracy": boot["accuracy"],
+        "accuracy": wilson(int((predictions["label"] == predictions["predicted"]).sum()), len(predictions), level),
         "macro_f1": boot["macro_f1"],
         "roc_auc": {c: boot[f"roc_auc.{c}"] for c in classes},
         "bootstrap_resamples": resamples,

@@ -1,4 +1,5 @@
-"""95% confidence intervals: Wilson for proportions, a seeded bootstrap over test images for the rest."""
+"""95% confidence intervals: Wilson for proportions (accuracy, per-class rates, controls), a seeded bootstrap
+over test images for the statistics that need one (macro F1, ROC AUC), and how both are shown."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def bootstrap(
     resamples: int,
     seed: int,
     level: float = 0.95,
-) -> dict[str, dict[str, float] | None]:
+) -> dict[str, dict[str, Any] | None]:
     """Percentile intervals of each statistic over ``resamples`` resamples of the test images (rows)
     drawn with replacement. Resamples where a statistic is undefined (an AUC without both classes)
     are left out of that statistic's interval."""
@@ -50,5 +51,23 @@ def bootstrap(
             if value is not None and not np.isnan(value):
                 values[name].append(value)
     tail = (1 - level) / 2 * 100
-    return {name: ({"low": float(np.percentile(v, tail)), "high": float(np.percentile(v, 100 - tail))} if v else None)
-            for name, v in values.items()}
+    out: dict[str, dict[str, Any] | None] = {}
+    for name, v in values.items():
+        out[name] = {"low": float(np.percentile(v, tail)), "high": float(np.percentile(v, 100 - tail))} if v else None
+        if out[name] and out[name]["low"] == out[name]["high"]:
+            # A perfect score (or any constant one) resamples to itself: a zero-width percentile interval is
+            # no statement of certainty, only of too few images to see the error.
+            out[name]["degenerate"] = True
+    return out
+
+
+def shown(interval: dict[str, Any] | None, n: int | None = None, scale: float = 100, digits: int = 1,
+          unit: str = "") -> str:
+    """An interval as people read it, with a leading space: " (81.2-94.1)"; a degenerate bootstrap interval
+    says so instead of "(100.0-100.0)"; "" when there is none."""
+    if not interval:
+        return ""
+    if interval.get("degenerate"):
+        images = f"{n} images" if n else "these images"
+        return f" (all resamples agree: {images} cannot bound it)"
+    return f" ({scale * interval['low']:.{digits}f}-{scale * interval['high']:.{digits}f}{unit})"

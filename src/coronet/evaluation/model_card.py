@@ -8,7 +8,9 @@ from coronet import nuisance
 from coronet.data import sources
 from coronet.evaluation.confounds import PROBE_WARNING_AUC
 from coronet.evaluation.controls import verdict
+from coronet.evaluation.intervals import shown
 from coronet.evaluation.stress import LUNG_TESTS
+from coronet.records import RunRecord
 
 # Khan, Shah, Bhat 2020, Tables IV-VI (the figures the paper reports; others are not restated here).
 IMAGE_LEVEL_NOTE = " With an image-level split shared patients are expected, and they inflate the results."
@@ -20,8 +22,8 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def _ci(interval: dict[str, float] | None, scale: float = 100, digits: int = 1) -> str:
-    return "" if not interval else f" ({scale * interval['low']:.{digits}f}-{scale * interval['high']:.{digits}f})"
+def _ci(interval: dict[str, Any] | None, n: int | None = None, scale: float = 100, digits: int = 1) -> str:
+    return shown(interval, n, scale, digits)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -114,14 +116,38 @@ Controls whose finding maps to one of our classes were called that class in {map
 """
 
 
-def render(metrics: dict[str, Any], data: dict[str, Any], train: dict[str, Any], licences: dict[str, int],
+def data_section(data: dict[str, Any], licences: dict[str, int], synthetic: bool) -> str:
+    """Where the images came from: the real sources with their licences and cohorts, or, for a synthetic
+    run, only that (the real cohorts, licences and ages would describe data this model never saw)."""
+    registry = sources.registered()
+    if synthetic:
+        twins = ", ".join(f"{name} ({registry[name].title if name in registry else name})" for name in data["sources"])
+        return f"""- **Synthetic images only**: the offline generator's twins of {twins}, written in those
+  archives' layouts with drawn findings. No patient, hospital, age or licence stands behind them, and
+  nothing measured below says anything about chest X-rays."""
+    licence_lines = "\n".join(f"  - {name or 'blank'}: {n} images" for name, n in sorted(licences.items()))
+    source_lines = "\n".join(f"  - {name}: {registry[name].title if name in registry else name}; licence "
+                             f"{registry[name].licence if name in registry else 'unknown'}" for name in data["sources"])
+    cohorts = "; ".join(f'"{registry[n].cohort_ages}" for {n}' for n in data["sources"]
+                        if n in registry and registry[n].cohort_ages)
+    return f"""- Sources (download source of this run: {data["download_source"]}):
+{source_lines}
+- **Confound:** every COVID-19 image comes from one collection of adult images, every other class from a
+  paediatric collection. Age, hospital, equipment and file format all differ with the label.
+  {"Age bands from a cohort, not from the files: " + cohorts + "." if cohorts else ""}
+- Licences of the images used:
+{licence_lines}"""
+
+
+def render(metrics: dict[str, Any], data: dict[str, Any], run: RunRecord, licences: dict[str, int],
            classes: list[str], stress: dict[str, Any] | None = None) -> str:
-    """``data``: metrics/data.json (counts, the split's settings, the download source); ``train``: the
-    train params the model was fitted with (models/run.json)."""
-    ci = metrics["intervals"]
+    """``data``: metrics/data.json (counts, the split's settings, the download source); ``run``: the train
+    stage's record (the params the model was fitted with, what it was trained on)."""
+    train, trained_on = run.train, run.trained_on
+    ci, n = metrics["intervals"], metrics["n_test"]
     results = [
-        ["accuracy", _pct(metrics["accuracy"]) + _ci(ci["accuracy"]), _pct(PAPER["accuracy"])],
-        ["macro F1", _pct(metrics["macro_avg"]["f1"]) + _ci(ci["macro_f1"]), "-"],
+        ["accuracy", _pct(metrics["accuracy"]) + _ci(ci["accuracy"], n), _pct(PAPER["accuracy"])],
+        ["macro F1", _pct(metrics["macro_avg"]["f1"]) + _ci(ci["macro_f1"], n), "-"],
     ]
     if screened := metrics["screening"].get("class"):  # params screening_class
         scores, intervals = metrics["per_class"][screened], ci["per_class"][screened]
@@ -137,7 +163,7 @@ def render(metrics: dict[str, Any], data: dict[str, Any], train: dict[str, Any],
                   _pct(s["recall"]) + _ci(ci["per_class"][c]["recall"]),
                   _pct(s["specificity"]) + _ci(ci["per_class"][c]["specificity"]),
                   "n/a" if metrics["roc_auc"][c] is None else f"{metrics['roc_auc'][c]:.3f}"
-                  + _ci(ci["roc_auc"][c], 1, 3), str(s["support"])]
+                  + _ci(ci["roc_auc"][c], n, 1, 3), str(s["support"])]
                  for c, s in ((c, metrics["per_class"][c]) for c in classes)]
     splits = [s for s in ("train", "val", "test", "control") if s in data["images"]]
     counts = [[c, *(str(data["images"][s].get(c, 0)) for s in splits)] for c in classes]
@@ -151,33 +177,24 @@ def render(metrics: dict[str, Any], data: dict[str, Any], train: dict[str, Any],
     probe = metrics["confound_probe"]
     leak = metrics["leakage"]
     group_by = data["split_settings"]["group_by"]
-    licence_lines = "\n".join(f"  - {name or 'blank'}: {n} images" for name, n in sorted(licences.items()))
-    registry = sources.registered()
-    source_lines = "\n".join(f"  - {name}: {registry[name].title if name in registry else name}; licence "
-                             f"{registry[name].licence if name in registry else 'unknown'}" for name in data["sources"])
-    cohorts = "; ".join(f'"{registry[n].cohort_ages}" for {n}' for n in data["sources"]
-                        if n in registry and registry[n].cohort_ages)
 
+    synthetic_note = ("\nEverything below describes that demonstration run: its numbers measure how well the model "
+                      "tells the generator's drawn findings apart, not chest X-rays.\n" if trained_on.synthetic else "")
     return f"""# CoroNet model card
 
+> **{trained_on.statement()}**
+{synthetic_note}
 ## Intended use
 Research on chest X-ray classification into {", ".join(classes)}. **Not for diagnosis or any clinical
 decision**: the model has not been validated prospectively, on other hospitals' equipment, or on the
 patients it would be used for.
 
 ## Data
-- Sources (download source of this run: {data["download_source"]}):
-{source_lines}
-- **Confound:** every COVID-19 image comes from one collection of adult images, every other class from a
-  paediatric collection. Age, hospital, equipment and file format all differ with the label.
-  {"Age bands from a cohort, not from the files: " + cohorts + "." if cohorts else ""}
+{data_section(data, licences, trained_on.synthetic)}
 - Images per class and split ({data["total"]} in all; {data["rejected"]["total"]} records rejected, listed in
   data/interim/rejected.csv):
 
 {_table(["class", *splits], counts)}
-
-- Licences of the images used:
-{licence_lines}
 
 ## Training setup
 - Xception (weights: {train.get("weights") or "none, from scratch"}), Flatten, Dropout {train.get("dropout", "?")},
@@ -190,9 +207,9 @@ patients it would be used for.
           "by image at random, as the paper (a patient's images can fall in both training and test)"}.
 
 ## Results on the test split
-95% intervals in brackets: Wilson for proportions, a bootstrap of {ci["bootstrap_resamples"]} resamples of the
-test images for accuracy, macro F1 and AUC. The paper's figures come from an image-level split of the same
-two sources.
+95% intervals in brackets: Wilson for proportions (accuracy, precision, recall, specificity), a bootstrap of
+{ci["bootstrap_resamples"]} resamples of the {n} test images for macro F1 and ROC AUC. The paper's figures come
+from an image-level split of the same two sources.
 
 {_table(["metric", "this run", "paper (Tables IV-VI)"], results)}
 

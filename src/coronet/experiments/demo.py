@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ OVERRIDES = {
 }
 # The outputs `dvc exp apply` brings in that are not the demo's: params.yaml stays the repository's.
 KEPT = ("params.yaml",)
+SAMPLES = Path("samples")  # git-ignored
 DVC = [sys.executable, "-m", "dvc"]  # this environment's DVC, whatever PATH says
 
 
@@ -74,6 +76,25 @@ def bring_in(name: str) -> bool:
     return True
 
 
+def write_samples(folder: Path = SAMPLES) -> list[Path]:
+    """One test image per class of the workspace's run, as ``<class>-<id>.png``: something to classify that
+    the README can name (`coronet predict samples/`), with its true class in the file name."""
+    from coronet import paths
+    from coronet.model.dataset import load_split
+
+    test = load_split("test", paths.IMAGES_CSV, paths.SPLITS)
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    written = []
+    for label, rows in test.groupby("label", sort=True):
+        row = rows.iloc[0]
+        target = folder / f"{label}-{row['id']}.png"
+        shutil.copyfile(row["path"], target)
+        written.append(target)
+    return written
+
+
 def main() -> int:
     inside = git("rev-parse", "--verify", "HEAD")
     if inside.returncode != 0:
@@ -100,15 +121,19 @@ def main() -> int:
         print(f"\nExperiment {name} finished in {minutes}. Test metrics (synthetic data, 71 px, from scratch):")
         print(metrics_table(metrics, classes))
     applied = bring_in(name)
+    if applied:
+        write_samples()
     where = ("Its outputs are now in the workspace (params.yaml is as committed: the demo's settings were -S "
              "overrides, so `dvc status` lists the stages as changed):") if applied else "See it with:"
     print(f"""
+The demo's model was trained on SYNTHETIC images: its answers on real X-rays mean nothing.
 {where}
+  . .venv/bin/activate              the project's environment (dvc, coronet, mlflow)
   dvc metrics show                  the headline numbers (dvc metrics show metrics/data.json: the data)
   dvc plots show                    curves, confusion matrix and figures: dvc_plots/index.html (works offline)
   dvc exp show --only-changed       this experiment beside the others
   make compare                      experiments side by side (the params that differ, headline metrics)
-  coronet predict scan.png          classify an image with this model
+  coronet predict samples/          classify the demo's sample images (one test image per class) with this model
   make app                          the page: drop an X-ray, see the classes, where it looked, what to distrust
   make ui                           MLflow UI on http://127.0.0.1:5000 (curves, metrics, figures, model)""")
     return 0

@@ -19,7 +19,9 @@ import sys
 import time
 from typing import Any
 
+from coronet.console import positive_int
 from coronet.errors import UserError
+from coronet.evaluation.intervals import shown
 
 # Each mitigation as overrides of the baseline (params train.nuisance and merge.controls.role).
 NUISANCE = {"train.nuisance.frame.p": 0.5, "train.nuisance.marker.p": 0.3, "train.nuisance.crop_zoom.p": 0.3,
@@ -83,7 +85,7 @@ def _pct(v: Any) -> str:
 
 
 def _ci(interval: dict[str, float] | None) -> str:
-    return "" if not interval else f" ({100 * interval['low']:.0f}-{100 * interval['high']:.0f})"
+    return shown(interval, digits=0)
 
 
 def row(name: str, rev: str, screening: str) -> dict[str, str]:
@@ -159,7 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--settings", choices=["demo", "params"], default="demo",
                         help="demo: CPU-sized on the synthetic sources (default); params: params.yaml as it is")
-    parser.add_argument("-j", "--jobs", type=int, default=2, help="experiments run side by side (default 2)")
+    parser.add_argument("-j", "--jobs", type=positive_int, default=2, help="experiments run side by side (default 2)")
     parser.add_argument("--only", help=f"a comma-separated subset of {', '.join(VARIANTS)}")
     parser.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="an override for every variant")
     parser.set_defaults(run=run)

@@ -11,7 +11,7 @@ import numpy as np
 
 from coronet.images import decode_grayscale, fit_square
 from coronet.model.dataset import model_input
-from coronet.records import RunRecord
+from coronet.records import ModelMismatchError, RunRecord, TrainingData
 
 MODEL_META = "run.json"  # written by the train stage beside the model
 
@@ -25,6 +25,7 @@ class Classifier:
     resize_mode: str
     groups: dict[str, list[str]] = field(default_factory=dict)  # params class_groups at training time
     screening: str | None = None  # params screening_class at training time
+    trained_on: TrainingData | None = None  # what it learned from: every place that speaks for it says so
 
     @classmethod
     def load(cls, model_path: str | Path, meta_path: str | Path | None = None) -> Classifier:
@@ -34,9 +35,17 @@ class Classifier:
         meta_path = Path(meta_path) if meta_path else model_path.with_name(MODEL_META)
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path} (written by the train stage beside the model) is missing")
-        contract = RunRecord.read(meta_path).model
-        return cls(load_model(model_path), list(contract.classes), contract.image_size, contract.resize_size,
-                   contract.resize_mode, dict(contract.groups), contract.screening)
+        record = RunRecord.read(meta_path)
+        record.check_model(model_path, meta_path)
+        contract = record.model
+        model = load_model(model_path)
+        shape = (tuple(model.input_shape[1:3]), model.output_shape[-1])
+        if shape != ((contract.image_size, contract.image_size), contract.outputs):
+            raise ModelMismatchError(f"{model_path} and {meta_path} do not belong together: the model takes "
+                                     f"{shape[0]} px and gives {shape[1]} outputs, the record says "
+                                     f"{contract.image_size} px and {contract.outputs}: rerun the train stage")
+        return cls(model, list(contract.classes), contract.image_size, contract.resize_size,
+                   contract.resize_mode, dict(contract.groups), contract.screening, record.trained_on)
 
     def prepare_gray(self, gray: np.ndarray) -> np.ndarray:
         """A decoded grayscale image -> the model's input: the resize stage's steps, then the training

@@ -96,6 +96,11 @@ def inference_copy(model: Any, classes: list[str]) -> Any:
 
 def load_model(path: str | Path) -> Any:
     """Loads a saved CoroNet in Keras safe mode (no arbitrary code from the file)."""
+    import zipfile
+
     import keras
 
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # Keras would call it "File not found"
+        raise ValueError(f"{path} is not a Keras model file (a .keras file is a zip archive): it is corrupt, "
+                         "truncated or of another kind")
     return keras.models.load_model(path, safe_mode=True, compile=False)

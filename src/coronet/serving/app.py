@@ -13,12 +13,19 @@ It computes nothing of its own: decoding, checks, model input, answers and overl
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import shutil
+import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from coronet import checks
+from coronet.console import positive_int, positive_number
+from coronet.errors import UserError
+from coronet.evaluation.intervals import shown
 
 PREDICTED = "the predicted class"
 MAX_IMAGES = 8
@@ -28,8 +35,8 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def _ci(interval: dict[str, float] | None) -> str:
-    return "" if not interval else f" ({100 * interval['low']:.0f}-{100 * interval['high']:.0f}%)"
+def _ci(interval: dict[str, Any] | None, n: int | None = None) -> str:
+    return shown(interval, n, digits=0, unit="%")
 
 
 def model_summary(served: Any) -> str:
@@ -41,8 +48,9 @@ def model_summary(served: Any) -> str:
              + (f" · {served.created}" if served.created else "")]
     if head:
         ci = evidence.get("intervals", {})
-        parts = [f"accuracy {_pct(head.get('accuracy'))}{_ci(ci.get('accuracy'))} on {head.get('n_test', '?')} test "
-                 "images", f"macro F1 {_pct(head.get('macro_f1'))}"]
+        n = head.get("n_test")
+        parts = [f"accuracy {_pct(head.get('accuracy'))}{_ci(ci.get('accuracy'), n)} on {n or '?'} test images",
+                 f"macro F1 {_pct(head.get('macro_f1'))}{_ci(ci.get('macro_f1'), n)}"]
         if screening and f"{screening}_vs_rest" in head:
             recall = ci.get("per_class", {}).get(screening, {}).get("recall")
             parts.append(f"{screening} sensitivity {_pct(head[f'{screening}_vs_rest']['sensitivity'])}{_ci(recall)}")
@@ -87,7 +95,7 @@ def analyse(served: Any, files: list[str] | None, explain: str, max_images: int,
             ) -> tuple[str, list[tuple[Any, str]], list[dict[str, Any]]]:
     """The click handler: (the report, the overlays with captions, the answers as data). Every failure is
     that image's message; nothing a user uploads stops the server."""
-    from coronet.serving.predict import answer, classify, gradcam_overlay
+    from coronet.serving.predict import answer, classify, gradcam_overlay, read_file
 
     files = list(files or [])
     if not files:
@@ -98,7 +106,7 @@ def analyse(served: Any, files: list[str] | None, explain: str, max_images: int,
                      f"{max_images} per request: send the others next).")
         files = files[:max_images]
     classifier = served.classifier
-    loaders = [Path(f).read_bytes for f in files]
+    loaders = [functools.partial(read_file, Path(f)) for f in files]
     reports, overlays, answers = [], [], []
     for path, item in zip(files, classify(classifier, loaders, batch_size=max_images), strict=True):
         name = Path(path).name
@@ -120,13 +128,12 @@ def build(served: Any, max_images: int = MAX_IMAGES, low_confidence: float = 0.5
     """The page (a Gradio Blocks app); its API (``/classify``) is what gradio_client calls."""
     import gradio as gr
 
-    from coronet.serving.models import DISCLAIMER
+    from coronet.serving.models import DISCLAIMER, trained_on
 
     classes = served.classifier.classes
     with gr.Blocks(title="CoroNet") as page:
-        gr.Markdown(f"# CoroNet: chest X-ray classification\n\n> **{DISCLAIMER}** It was trained on two public "
-                    "collections whose sources differ with the label; read what to distrust below each answer.",
-                    elem_id="disclaimer")
+        gr.Markdown(f"# CoroNet: chest X-ray classification\n\n> **{DISCLAIMER}**\n>\n> **{trained_on(served)}** "
+                    "Read what to distrust below each answer.", elem_id="disclaimer")
         gr.Markdown(model_summary(served), elem_id="model")
         with gr.Row():
             files = gr.File(label=f"Chest X-rays (PNG, JPEG, DICOM; up to {max_images})", file_count="multiple",
@@ -137,11 +144,21 @@ def build(served: Any, max_images: int = MAX_IMAGES, low_confidence: float = 0.5
                 run = gr.Button("Classify", variant="primary", elem_id="classify")
         with gr.Row():
             report = gr.Markdown(elem_id="report")
-            gallery = gr.Gallery(label="Grad-CAM overlays", columns=1, format="png", elem_id="overlays")
+            gallery = gr.Gallery(label="Grad-CAM overlays", columns=1, format="png", object_fit="contain",
+                                 height="auto", elem_id="overlays")  # the whole overlay, never cropped
         data = gr.JSON(label="Answers as data (what `coronet predict --format json` gives)", elem_id="answers")
         run.click(lambda f, e: analyse(served, f, e, max_images, low_confidence), [files, explain],
                   [report, gallery, data], api_name="classify")
     return page
+
+
+def private_folder() -> Path:
+    """A folder for this page's uploads and overlays, readable by this user alone (0700, files 0600): the
+    images are patients'. Gradio writes there (GRADIO_TEMP_DIR, read when Gradio is imported)."""
+    folder = Path(tempfile.mkdtemp(prefix="coronet-app-"))
+    os.umask(0o077)
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    return folder
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,22 +172,47 @@ def run(args: argparse.Namespace) -> int:
     serving = ServingParams.parse(load_params()) if Path("params.yaml").is_file() else None
     max_mb = args.max_upload_mb or (serving.max_upload_mb if serving else 40)
     low = serving.low_confidence if serving else 0.5
-    page = build(served, args.max_images, low)
-    print(f"CoroNet page on http://{args.host}:{args.port} ({served.name}); Ctrl-C stops it.\n{models.DISCLAIMER}",
-          file=sys.stderr, flush=True)
-    page.launch(server_name=args.host, server_port=args.port, max_file_size=int(max_mb * 1024 * 1024), show_error=True,
-                footer_links=["api"], quiet=True)
+    uploads = private_folder()
+    # SIGTERM (a service manager, `kill`) ends the page as Ctrl-C does, so the uploads are removed either way.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        page = build(served, args.max_images, low)
+        print(f"CoroNet page on http://{args.host}:{args.port} ({served.name}); Ctrl-C stops it.\n"
+              f"{models.DISCLAIMER}\n{models.trained_on(served)}", file=sys.stderr, flush=True)
+        try:
+            page.launch(server_name=args.host, server_port=args.port, max_file_size=int(max_mb * 1024 * 1024),
+                        show_error=True, footer_links=["api"], quiet=True, prevent_thread_lock=True)
+        except OSError as exc:  # the port is taken (Gradio: "Cannot find empty port ...")
+            raise UserError(f"cannot listen on {args.host}:{args.port} ({exc}): choose a free port with "
+                            "--port") from None
+        try:
+            page.block_thread()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            page.close()
+    finally:
+        shutil.rmtree(uploads, ignore_errors=True)
     return 0
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port number."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", help="a saved model (default models/coronet.keras, with run.json beside it)")
-    source.add_argument("--model-uri", help="an MLflow model URI, e.g. models:/coronet@champion")
+    source.add_argument("--model-uri", help="an MLflow model URI, e.g. models:/coronet@candidate")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
                         "machine only; behind a reverse proxy keep it so and let the proxy listen)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--max-images", type=int, default=MAX_IMAGES, help=f"images per request (default {MAX_IMAGES})")
-    parser.add_argument("--max-upload-mb", type=float,
+    parser.add_argument("--port", type=port, default=7860, help="port (default 7860)")
+    parser.add_argument("--max-images", type=positive_int, default=MAX_IMAGES,
+                        help=f"images per request (default {MAX_IMAGES})")
+    parser.add_argument("--max-upload-mb", type=positive_number,
                         help="largest file accepted (default params serving.max_upload_mb)")
     parser.set_defaults(run=run)

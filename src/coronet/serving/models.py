@@ -49,7 +49,7 @@ def from_file(model: Path) -> Served:
         classifier = Classifier.load(model)
         record = RunRecord.read(model.with_name("run.json"))
     except (OSError, ValueError) as exc:
-        raise ModelUnavailableError(f"cannot load the model {model}: {exc}") from exc
+        raise ModelUnavailableError(f"cannot load the model {model}: {exc}") from None
     metrics = model.resolve().parent.parent / paths.METRICS.name
     stress = _json(metrics / paths.STRESS.name) or None
     created = dt.datetime.fromtimestamp(model.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
@@ -96,6 +96,12 @@ def from_registry(model_uri: str) -> Served:
 
 
 DISCLAIMER = "CoroNet is research software, not a medical device: do not use its output for diagnosis."
+
+
+def trained_on(served: Served) -> str:
+    """What the answering model was trained on, in one sentence (from its run.json)."""
+    data = served.classifier.trained_on
+    return data.statement() if data else "What it was trained on is not recorded."
 
 
 def registered_name() -> str:

@@ -7,6 +7,7 @@ view, the same input checks and the same errors.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections import Counter
@@ -34,6 +35,13 @@ class Prediction:
     gray: np.ndarray | None = None
     model_input: np.ndarray | None = None
     findings: list[checks.Finding] = field(default_factory=list)
+
+
+def read_file(path: Path) -> bytes:
+    """A file's bytes; a named pipe, device or socket is refused (reading one would wait for a writer forever)."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ValueError("not a regular file (a named pipe, device or socket): nothing to classify")
+    return path.read_bytes()
 
 
 def prepare(classifier: Classifier, load: Callable[[], bytes]) -> Prediction:
@@ -99,10 +107,17 @@ def grouped(probabilities: np.ndarray, classes: list[str], groups: dict[str, lis
     return {group: sum(by_class[m] for m in members) for group, members in groups.items()}
 
 
+def answer_columns(classes: list[str], groups: dict[str, list[str]]) -> list[str]:
+    """The columns of :func:`answer`, in order: the one definition the CLI, the JSON, the served model and
+    the page share."""
+    grouped = ["predicted_group", *(f"pg_{g}" for g in groups)] if groups else []
+    return [*(f"p_{c}" for c in classes), "predicted", *grouped, "low_confidence", "checks", "error", "training_data"]
+
+
 def answer(classifier: Classifier, item: Prediction, low_confidence: float) -> dict[str, Any]:
     """The answer every door gives: ``p_<class>`` (None when not classified), ``predicted``, the grouped
     view (``predicted_group``, ``pg_<group>``), ``low_confidence`` (top probability under the threshold),
-    ``checks`` (the input checks' warnings, "; " between them) and ``error``."""
+    ``checks`` (the input checks' warnings, "; " between them), ``error`` and ``training_data``."""
     classes = classifier.classes
     row: dict[str, Any] = {f"p_{c}": None for c in classes}
     row["predicted"] = ""
@@ -119,7 +134,15 @@ def answer(classifier: Classifier, item: Prediction, low_confidence: float) -> d
     row["low_confidence"] = bool(p is not None and float(np.max(p)) < low_confidence)
     row["checks"] = "; ".join(f.message for f in item.findings if f.severity == "warn")
     row["error"] = item.error
+    row["training_data"] = training_data(classifier)
     return row
+
+
+def training_data(classifier: Classifier) -> str:
+    """``synthetic`` for a demo model, ``real`` otherwise: each answer carries it, so no copy of the answer
+    passes a synthetic model's guess off as a real model's."""
+    trained_on = classifier.trained_on
+    return "unknown" if trained_on is None else "synthetic" if trained_on.synthetic else "real"
 
 
 def shown_path(path: Path) -> str:
@@ -138,7 +161,7 @@ def predict_files(classifier: Classifier, files: list[Path], batch_size: int, lo
     names = gradcam_names(files)
     rows: list[dict[str, Any]] = []
     failed_overlays: list[str] = []
-    loaders = [path.read_bytes for path in files]
+    loaders = [functools.partial(read_file, path) for path in files]
     for path, item in zip(files, classify(classifier, loaders, batch_size, show_progress=True), strict=True):
         row = {"file": shown_path(path), **answer(classifier, item, low_confidence),
                "check_names": ",".join(f.check for f in item.findings if f.severity == "warn")}  # the table's

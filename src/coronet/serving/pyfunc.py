@@ -40,14 +40,14 @@ class CoronetImageModel(mlflow.pyfunc.PythonModel):
 
         self.classifier = Classifier.load(context.artifacts["keras_model"], context.artifacts["meta"])
         config = getattr(context, "model_config", None) or {}
-        self.max_rows, self.batch_size = int(config["max_rows"]), int(config["batch_size"])
-        self.low_confidence = float(config["low_confidence"])
+        self.max_rows, self.batch_size = int(config["serving.max_rows"]), int(config["serving.batch_size"])
+        self.low_confidence = float(config["serving.low_confidence"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-        from coronet.serving.predict import answer, classify
+        from coronet.serving.predict import answer, answer_columns, classify
 
         if IMAGE_COLUMN not in model_input.columns:
             raise MlflowException(f"the request needs an {IMAGE_COLUMN!r} column of base64 image bytes",
@@ -59,12 +59,7 @@ class CoronetImageModel(mlflow.pyfunc.PythonModel):
         rows = [answer(self.classifier, item, self.low_confidence)
                 for item in classify(self.classifier, loaders, self.batch_size)]
         # object columns keep None as None: the JSON answer says null where NaN would not be JSON at all
-        return pd.DataFrame(rows, columns=output_columns(self.classifier.classes, self.classifier.groups), dtype=object)
-
-
-def output_columns(classes: list[str], groups: dict[str, list[str]]) -> list[str]:
-    grouped = ["predicted_group", *(f"pg_{g}" for g in groups)] if groups else []
-    return [*(f"p_{c}" for c in classes), "predicted", *grouped, "low_confidence", "checks", "error"]
+        return pd.DataFrame(rows, columns=answer_columns(self.classifier.classes, self.classifier.groups), dtype=object)
 
 
 def decode_base64(value: Any) -> bytes:
@@ -83,9 +78,11 @@ def signature(classes: list[str], groups: dict[str, list[str]]) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    from coronet.serving.predict import answer_columns
+
     kinds = {"predicted": "string", "predicted_group": "string", "low_confidence": "boolean", "checks": "string",
-             "error": "string"}
-    outputs = [ColSpec(kinds.get(name, "double"), name) for name in output_columns(classes, groups)]
+             "error": "string", "training_data": "string"}
+    outputs = [ColSpec(kinds.get(name, "double"), name) for name in answer_columns(classes, groups)]
     return ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN)]), outputs=Schema(outputs))
 
 
@@ -124,6 +121,12 @@ def pinned_requirements() -> list[str]:
     return sorted(f"{name}=={metadata.version(name)}" for name in names)
 
 
+def model_config(serving: dict[str, Any]) -> dict[str, Any]:
+    """params serving as the logged model's config. Prefixed, as in params.yaml: MLflow also logs the config
+    as run params, where a bare ``batch_size`` would sit beside ``train.batch_size`` and mean another thing."""
+    return {f"serving.{key}": value for key, value in serving.items()}
+
+
 def served_digest(artifacts: dict[str, Path], config: dict[str, Any]) -> str:
     """sha256 of everything the served model's answers depend on: its artifacts (the Keras file, run.json
     with the classes and preprocessing, the stress results its checks quote), its serving config and the
@@ -154,7 +157,8 @@ def log_pyfunc(artifacts: dict[str, Path], config: dict[str, Any], tags: dict[st
     import coronet
     from coronet.records import RunRecord
 
-    contract = RunRecord.read(artifacts["meta"]).model
+    record = RunRecord.read(artifacts["meta"])
+    contract = record.model
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(ENTRY),
@@ -164,5 +168,6 @@ def log_pyfunc(artifacts: dict[str, Path], config: dict[str, Any], tags: dict[st
         input_example=input_example(),
         pip_requirements=pinned_requirements(),
         model_config=config,
+        metadata={"trained_on": record.trained_on.statement(), **record.trained_on.tags()},
         tags=tags,
     )
