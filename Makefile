@@ -85,8 +85,9 @@ remote: venv
 	@test -n "$(URL)" || { echo "usage: make remote URL=s3://bucket/path (or gs://, ssh://, a folder)"; exit 2; }
 	$(BIN)/dvc remote add --local --force --default storage "$(URL)"
 
+# The MLflow UI on this project's store, opened on the experiment's training runs (not MLflow's GenAI overview).
 ui: venv
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+	$(BIN)/coronet ui
 
 # The page for clinical researchers: one X-ray in; the answer, where the model looked, what to distrust.
 app: venv
@@ -98,7 +99,7 @@ shortcut-study: venv
 
 # A team tracking server to try: PostgreSQL (initdb in .team-server/) behind `mlflow server` on 127.0.0.1:5000.
 server: venv
-	$(BIN)/python -m coronet.team_server
+	$(BIN)/python -m coronet.team_server --port $(or $(PORT),5000)
 
 lint: venv
 	$(BIN)/ruff check .

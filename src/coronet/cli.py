@@ -1,6 +1,6 @@
 """``coronet`` command line: ``coronet predict PATH...`` classifies chest X-rays (PNG, JPEG, DICOM);
 ``coronet compare`` shows experiments side by side; ``coronet study`` runs the shortcut study;
-``coronet app`` serves the page.
+``coronet app`` serves the page; ``coronet ui`` the MLflow UI on the training runs.
 
 Exit codes: 0 done; 1 some inputs or outputs failed (each named); 2 a usage error, said in one line.
 """
@@ -137,6 +137,41 @@ def predict_command(args: argparse.Namespace) -> int:
     return code
 
 
+def ui_command(args: argparse.Namespace) -> int:
+    """The MLflow UI on this project's store, opened on the experiment's training runs: MLflow 3 shows an
+    experiment's GenAI overview (traces, tokens) unless the address asks for its model-training view."""
+    import subprocess
+
+    from coronet import tracking
+    from coronet.params import TrackingParams, load_params
+
+    store = tracking.tracking_uri()
+    db = tracking.sqlite_file(store)
+    if db is not None and not db.is_file():
+        raise UserError(f"no MLflow store yet ({tracking.shown_uri(store)}): run the pipeline first (make demo, "
+                        "dvc repro)")
+    served = store.startswith(("http://", "https://"))  # a tracking server is its own UI
+    url = store.rstrip("/") + "/" if served else f"http://{args.host}:{args.port}/"
+    if Path("params.yaml").is_file():
+        import mlflow
+
+        tracking.quiet_mlflow()
+        mlflow.set_tracking_uri(store)
+        found = mlflow.get_experiment_by_name(TrackingParams.parse(load_params(), experiment_only=True).experiment)
+        if found is not None:
+            url += f"#/experiments/{found.experiment_id}?workflowType=machine_learning"
+    if served:
+        print(f"MLflow UI of the tracking server: {url}")
+        return 0
+    print(f"MLflow UI: {url}  (Ctrl-C stops it)", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", args.host, "--port", str(args.port),
+               "--backend-store-uri", tracking.shown_uri(store)]
+    try:
+        return subprocess.run(command).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
 def compare_command(args: argparse.Namespace) -> int:
     from coronet.experiments.compare import main as compare_main
     from coronet.experiments.study import table as study_table
@@ -167,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     compare = commands.add_parser("compare", help="experiments side by side: params that differ, headline metrics")
     compare.add_argument("--rev", action="append", help="the commit whose experiments to show (default HEAD)")
     compare.add_argument("-n", "--num", type=positive_int, default=1, help="also the experiments of N-1 older commits")
+    ui = commands.add_parser("ui", help="the MLflow UI on this project's store, opened on its training runs")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=positive_int, default=5000, help="port (default 5000)")
+    ui.set_defaults(run=ui_command)
     from coronet.experiments.study import add_arguments as study_arguments
     from coronet.serving.app import add_arguments as app_arguments
 

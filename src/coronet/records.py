@@ -12,6 +12,7 @@ its output count and input size, and every loader checks them (:meth:`RunRecord.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,15 @@ class ModelContract:
     resize_mode: str
     sha256: str  # of the saved model file
     outputs: int  # the network's output units: one per class
+    seal: str = ""  # digest of every field above: an edit (two classes swapped) breaks it
+
+    def sealed(self) -> ModelContract:
+        """This contract with its seal: what the train stage writes."""
+        return dataclasses.replace(self, seal=self._digest())
+
+    def _digest(self) -> str:
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "seal"}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
     def inconsistencies(self) -> list[str]:
         """What in the contract contradicts itself (a hand-edited or foreign run.json)."""
@@ -100,6 +110,8 @@ class ModelContract:
                      for g, m in self.groups.items() if set(m) - known]
         if self.screening is not None and self.screening not in known:
             problems.append(f"its screening class {self.screening!r} is not one of its classes")
+        if not problems and self.seal != self._digest():
+            problems.append("its classes, groups or sizes were changed after training (its seal does not match)")
         return problems
 
 
@@ -164,9 +176,9 @@ class RunRecord(Record):
         """ModelMismatchError unless ``model_path`` is the file this record describes and the record agrees
         with itself."""
         retrain = "rerun the train stage (dvc repro), or put the run.json that came with this model beside it"
-        problems = self.model.inconsistencies()
-        if not problems and sha256_file(model_path) != self.model.sha256:
-            problems = ["the model file's sha256 is not the one the record names (the files were swapped or edited)"]
+        problems = ([] if sha256_file(model_path) == self.model.sha256 else
+                    ["the model file's sha256 is not the one the record names (the files were swapped or edited)"])
+        problems += self.model.inconsistencies()
         if problems:
             raise ModelMismatchError(f"{model_path} and {record_path} do not belong together: {'; '.join(problems)}: "
                                      f"{retrain}")

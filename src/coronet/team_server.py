@@ -13,6 +13,7 @@ import glob
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -88,18 +89,39 @@ def mlflow_server(backend: str, artifacts: Path, port: int, log: Path | None = N
                             env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
 
 
+def _interrupt(*_: object) -> None:
+    """SIGTERM (kill, a service manager) stops both servers as Ctrl-C does, instead of leaving them running."""
+    raise KeyboardInterrupt
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def main(folder: Path = Path(".team-server"), port: int = 5000) -> int:
+    if not port_is_free(port):  # before PostgreSQL starts: nothing to clean up, and no other service mistaken for ours
+        raise UserError(f"127.0.0.1:{port} is in use (another MLflow UI or server?): stop it, or start this one on "
+                        "another port: make server PORT=5001")
+    signal.signal(signal.SIGTERM, _interrupt)
     database = Postgres(folder).start()
-    print(f"PostgreSQL in {database.data} (socket {database.socket}); MLflow on http://127.0.0.1:{port}\n"
-          f"  export MLFLOW_TRACKING_URI=http://127.0.0.1:{port}   then dvc repro, dvc exp run, dvc queue start\n"
-          "Ctrl-C stops both.", flush=True)
-    server = mlflow_server(database.uri, folder / "artifacts", port)
+    server = None
     try:
-        server.wait()
+        server = mlflow_server(database.uri, folder / "artifacts", port)
+        print(f"PostgreSQL in {database.data} (socket {database.socket}); MLflow on http://127.0.0.1:{port}\n"
+              f"  export MLFLOW_TRACKING_URI=http://127.0.0.1:{port}   then dvc repro, dvc exp run, dvc queue start\n"
+              "Ctrl-C stops both.", flush=True)
+        code = server.wait()
+        if code != 0:
+            raise UserError(f"mlflow server stopped with exit code {code} (its messages are above)")
     except KeyboardInterrupt:
         pass
     finally:
-        if server.poll() is None:
+        if server is not None and server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
         database.stop()
@@ -107,6 +129,11 @@ def main(folder: Path = Path(".team-server"), port: int = 5000) -> int:
 
 
 if __name__ == "__main__":
+    import argparse
+
     from coronet.errors import run_stage
 
-    run_stage(main)
+    parser = argparse.ArgumentParser(description="a local team tracking server: PostgreSQL behind mlflow server")
+    parser.add_argument("--port", type=int, default=5000, help="MLflow's port on 127.0.0.1 (default 5000)")
+    port = parser.parse_args().port
+    run_stage(lambda: main(port=port))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import json
 import subprocess
@@ -14,6 +16,7 @@ from PIL import Image
 
 from conftest import CLASSES, RAMP, VENV_BIN, make_dicom
 from coronet.cli import main
+from coronet.records import RunRecord
 from coronet.serving.models import DISCLAIMER
 
 
@@ -45,6 +48,8 @@ def run(capsys, *args):
 def test_folder_json_all_good(capsys, model_path, images):
     code, out, err = run(capsys, str(images), "--model", str(model_path), "--format", "json")
     assert code == 0 and DISCLAIMER in err and DISCLAIMER not in out
+    # A synthetic model says so (issue 24): one line on stderr, and in every answer
+    assert any(line.startswith("model: ") and "SYNTHETIC images" in line for line in err.splitlines())
     rows = json.loads(out)
     assert [Path(r["file"]).resolve().relative_to(images.resolve()).as_posix() for r in rows] == [
         "a.png", "d.jpg", "sub/b.jpg", "sub/c.dcm"]
@@ -54,6 +59,7 @@ def test_folder_json_all_good(capsys, model_path, images):
         assert r[f"p_{r['predicted']}"] == pytest.approx(max(probs), abs=1e-6)  # rounding may tie
         assert r["pg_pneumonia"] == pytest.approx(r["p_pneumonia_bacterial"] + r["p_pneumonia_viral"], abs=2e-6)
         assert r["error"] == "" and r["low_confidence"] in {True, False} and isinstance(r["checks"], str)
+        assert r["training_data"] == "synthetic"
 
 
 def test_bad_files_are_reported_and_do_not_stop_the_good(capsys, model_path, images, tmp_path):
@@ -92,9 +98,14 @@ def test_table_and_gradcam(capsys, model_path, images, tmp_path, monkeypatch):
                          "--gradcam-class", "covid")
     assert code == 0
     header, *lines = out.splitlines()
-    assert header.split()[:9] == ["file", "predicted", *CLASSES, "group", "COVID", "NORMAL"] and "PNEUMONIA" in header
+    assert header.split()[:5] == ["file", "predicted", "p", "p_covid", "group"]
     assert [line.split()[0] for line in lines] == ["a.png", "sub/b.jpg", "sub/c.dcm"]  # relative, as given
-    assert max(map(len, out.splitlines())) <= 160
+    for line in lines:  # p is the predicted class's probability
+        _, predicted, p, *_ = line.split()
+        assert predicted in CLASSES and 0.25 <= float(p) <= 1
+    assert max(map(len, out.splitlines())) <= 120  # issue 24: rows of ~160 columns wrapped at 120
+    code, wide, _ = run(capsys, "a.png", "sub", "--model", str(model_path), "--wide")
+    assert wide.splitlines()[0].split()[:9] == ["file", "predicted", *CLASSES, "group", "COVID", "NORMAL"]
     written = sorted(p.name for p in (tmp_path / "cam").iterdir())
     assert written == ["a_gradcam.png", "b_gradcam.png", "c_gradcam.png"]
     overlay = Image.open(tmp_path / "cam" / "a_gradcam.png")
@@ -182,3 +193,52 @@ def test_low_confidence_answers_are_flagged(capsys, model_path, images):
         code, out, _ = run(capsys, str(images / "a.png"), "--model", str(model_path), "--format", "json",
                            "--low-confidence", threshold)
         assert code == 0 and json.loads(out)[0]["low_confidence"] is flagged
+
+
+def test_a_named_pipe_is_refused_not_waited_on(capsys, model_path, images):
+    """Issue 24, defect 8: `coronet predict` on a named pipe hung, waiting for a writer."""
+    import os
+
+    os.mkfifo(images / "pipe.png")
+    code, out, _ = run(capsys, str(images / "pipe.png"), str(images / "a.png"), "--model", str(model_path),
+                       "--format", "json")
+    rows = {Path(r["file"]).name: r for r in json.loads(out)}
+    assert code == 1 and rows["pipe.png"]["error"].startswith("not a regular file") and rows["a.png"]["error"] == ""
+
+
+def test_ctrl_c_is_one_line(model_path, images):
+    """Issue 24, defect 6: Ctrl-C in `coronet predict` printed ~50 lines of traceback."""
+    script = ("import sys\nimport coronet.serving.predict as p\n"
+              "def stop(*a, **k):\n    raise KeyboardInterrupt\n"
+              "p.classify = stop\nfrom coronet.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    done = subprocess.run([str(VENV_BIN / "python"), "-c", script, "predict", str(images), "--model", str(model_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 130 and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1].startswith("interrupted: ") and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("damage", ["swap classes", "other model", "corrupt file"])
+def test_a_model_that_does_not_match_its_record_is_refused(capsys, model_path, images, tmp_path, damage):
+    """Issue 24, defect 2: swapped classes in run.json gave answers under the wrong names (exit 0); a corrupt
+    model file was called "File not found"."""
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(model_path.parent, folder)
+    record = json.loads((folder / "run.json").read_text())
+    if damage == "swap classes":
+        record["model"]["classes"][0:2] = record["model"]["classes"][1::-1]
+        (folder / "run.json").write_text(json.dumps(record))
+        says = "were changed after training"
+    elif damage == "other model":
+        (folder / "coronet.keras").write_bytes((folder / "coronet.keras").read_bytes() + b"\0")
+        says = "sha256 is not the one the record names"
+    else:
+        (folder / "coronet.keras").write_bytes(b"PK\x03\x04 cut short")
+        resealed = RunRecord.read(folder / "run.json")  # as if train had written this file: only Keras can tell
+        resealed.model = dataclasses.replace(resealed.model, sha256=hashlib.sha256(b"PK\x03\x04 cut short").hexdigest())
+        dataclasses.replace(resealed, model=resealed.model.sealed()).write(folder / "run.json")
+        says = "not a Keras model file"
+    code, out, err = run(capsys, str(images / "a.png"), "--model", str(folder / "coronet.keras"))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and says in err, err
+    assert str(folder / "coronet.keras") in err

@@ -20,7 +20,7 @@ from coronet.records import (
 
 RUN = RunRecord(run_id="abc", experiment="coronet", tracking_uri="sqlite:///x.db", tracking_errors=[],
                 train={"epochs": 2}, seed=42, precision="float32", throughput={"images_per_s": 3.0},
-                model=ModelContract(["a", "b"], {"ab": ["a", "b"]}, "a", 71, None, 96, "stretch", "0" * 64, 2),
+                model=ModelContract(["a", "b"], {"ab": ["a", "b"]}, "a", 71, None, 96, "stretch", "0" * 64, 2).sealed(),
                 trained_on=TrainingData("synthetic", {"covid": 3, "kermany": 9}, 71, None, 2))
 
 
@@ -69,6 +69,7 @@ def test_what_a_model_was_trained_on_is_said_in_one_sentence():
 
 @pytest.mark.parametrize(("change", "says"), [
     ({"sha256": "1" * 64}, "sha256 is not the one the record names"),
+    ({"classes": ["b", "a"]}, "were changed after training (its seal does not match)"),
     ({"classes": ["b", "a", "c"], "groups": {}, "screening": None}, "lists 3 classes for a model of 2 outputs"),
     ({"groups": {"ab": ["a", "x"]}}, "its group 'ab' names ['x'], not classes"),
     ({"screening": "x"}, "its screening class 'x' is not one of its classes"),
@@ -79,7 +80,8 @@ def test_a_model_and_a_record_that_do_not_belong_together_are_one_error(tmp_path
 
     model = tmp_path / "coronet.keras"
     model.write_bytes(b"model bytes")
-    good = dataclasses.replace(RUN, model=dataclasses.replace(RUN.model, sha256=hashlib.sha256(b"model bytes").hexdigest()))
+    contract = dataclasses.replace(RUN.model, sha256=hashlib.sha256(b"model bytes").hexdigest()).sealed()
+    good = dataclasses.replace(RUN, model=contract)
     good.check_model(model, tmp_path / "run.json")  # the file it names: no error
     bad = dataclasses.replace(good, model=dataclasses.replace(good.model, **change))
     with pytest.raises(ModelMismatchError) as info:

@@ -139,3 +139,25 @@ def test_training_finishes_when_the_server_stops_mid_run(database, tmp_path):
     # Two epochs of a 71 px model on a few dozen images take well under a minute here; MLflow's default
     # retries (7, exponential backoff) would have cost minutes on the first failed call alone.
     assert rest < 120, f"{rest:.0f} s after the server stopped"
+
+
+def test_make_server_stops_both_servers_on_sigterm(tmp_path):
+    """Issue 24, defect 5: SIGTERM to `make server` left `mlflow server` and PostgreSQL running. The
+    cluster lives outside pytest's folders: PostgreSQL runs as its own user, who cannot enter those."""
+    from conftest import start_server
+
+    folder = Path(tempfile.mkdtemp(prefix="coronet-team-"))
+    port, log = free_port(), tmp_path / "server.log"
+    script = f"from pathlib import Path; from coronet.team_server import main; main(Path({str(folder)!r}), {port})"
+    process = start_server([str(VENV_BIN / "python"), "-c", script], f"http://127.0.0.1:{port}/health", log,
+                           timeout=180)
+    try:
+        assert (folder / "pgdata" / "postmaster.pid").is_file()
+        process.send_signal(signal.SIGTERM)  # to the one process, as `kill PID` does; not to its group
+        assert process.wait(timeout=60) == 0, log.read_text()[-2000:]
+        assert not (folder / "pgdata" / "postmaster.pid").exists()  # PostgreSQL stopped
+        with pytest.raises(OSError):
+            LOOPBACK.open(f"http://127.0.0.1:{port}/health", timeout=2)  # mlflow server stopped
+    finally:
+        stop_server(process)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,6 +1,10 @@
 """Model tier: data-parallel training (MirroredStrategy) has run: over two logical CPU devices, `fit` trains,
 and train.batch_size is the global batch: the same steps and, with nothing random, the same weights as on
-one device."""
+one device.
+
+The network is a small dense one, not Xception: the thing under test is the strategy. Xception's BatchNorm
+layers normalise each replica's half batch by its own statistics, so on two replicas it is another
+optimisation, not the same one summed in another order, and no tolerance could be argued for it."""
 
 from __future__ import annotations
 
@@ -18,8 +22,19 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 devices = [d.name for d in tf.config.list_logical_devices("CPU")]
 
+import keras
+import coronet.model.fit
 from coronet.model.checkpoints import Checkpoints
 from coronet.model.fit import fit
+
+
+def small_network(classes, image_size, weights, dropout, dense_units, bn_momentum):
+    inputs = keras.Input((image_size, image_size, 3))
+    hidden = keras.layers.Dense(dense_units, activation="relu")(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(len(classes), activation="softmax")(hidden))
+
+
+coronet.model.fit.build_model = small_network
 from coronet.model.runtime import set_seeds, strategy
 from pathlib import Path
 from coronet.params import AugmentParams, NuisanceParams, TrainParams
@@ -44,7 +59,7 @@ for name, chosen in (("one", strategy([devices[0]])), ("two", strategy(devices))
                  strategy=chosen)
     out[name] = {"replicas": chosen.num_replicas_in_sync, "steps": int(fitted.model.optimizer.iterations.numpy()),
                  "loss": fitted.history[-1]["loss"], "recalibrated": bool(fitted.recalibration),
-                 "weights": [w.numpy().ravel()[:50].tolist() for w in fitted.model.trainable_weights[::10]]}
+                 "weights": [w.numpy().ravel().tolist() for w in fitted.model.trainable_weights]}
 print(json.dumps(out))
 """
 
@@ -58,10 +73,10 @@ def test_fit_runs_under_mirrored_strategy_with_the_global_batch(tmp_path):
     # 8 images, batch 4: two optimizer steps an epoch whatever the replicas (each replica takes 2 images a step)
     assert one["steps"] == two["steps"] == 2
     assert two["recalibrated"] and abs(two["loss"] - one["loss"]) < 1e-3
-    # The same optimisation, its gradients summed over two replicas. Adam moves every weight by about its
-    # learning rate (1e-3) a step whatever the gradient's size, so where a gradient is near zero the summation
-    # order can turn one weight's step round: single weights may differ by up to two steps, while on average
-    # the weights agree to a tenth of one step.
+    # The same optimisation, its gradients summed over two replicas in another order: they differ by float32
+    # rounding (relative ~1e-7 a term, a few terms), and Adam's step lr * m / (sqrt(v) + 1e-7) changes by the
+    # same relative amount where |g| >> 1e-7. So the weights agree to far below a thousandth of one step
+    # (1e-3 x lr = 1e-6), where a wrong global batch (another split of the images into steps) moves them by
+    # whole steps (~1e-3).
     for a, b in zip(one["weights"], two["weights"], strict=True):
-        gaps = [abs(x - y) for x, y in zip(a, b, strict=True)]
-        assert max(gaps) <= 2e-3 + 1e-6 and sum(gaps) / len(gaps) < 1e-4, (max(gaps), sum(gaps) / len(gaps))
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-6

@@ -81,3 +81,31 @@ def test_undefined_precision_is_null_not_zero():
     out = compute_metrics(frame, CLASSES)
     assert out["per_class"]["covid"]["precision"] is None  # never predicted
     assert out["roc_auc"]["pneumonia_viral"] is None  # no positives
+
+
+def test_precision_recall_curve_has_one_point_per_recall():
+    """Issue 24: the raw points share recalls, and `dvc plots show` joined them into drops the model does not
+    have. By hand: scores 0.9 (positive), 0.8 (negative), 0.7 (positive), 0.1 (negative) give recall 0.5 at
+    precision 1 then 1/2, recall 1 at 2/3 then 1/2; interpolated, each recall keeps its best precision at that
+    recall or above."""
+    import numpy as np
+
+    from coronet.evaluation.plots import interpolated_precision_recall
+
+    curve = interpolated_precision_recall(np.array([True, False, True, False]), pd.Series([0.9, 0.8, 0.7, 0.1]))
+    assert curve.to_dict("list") == {"recall": [0.0, 0.5, 1.0], "precision": [1.0, 1.0, 0.666667]}
+
+
+def test_accuracy_interval_is_wilson_and_a_perfect_auc_interval_says_it_cannot_bound():
+    """Issue 24: "accuracy 100.0% (100.0-100.0)" and "ROC AUC 1.000 (1.000-1.000)" on 26 images."""
+    from coronet.evaluation.evidence import intervals
+    from coronet.evaluation.intervals import shown, wilson
+
+    classes = ["a", "b"]
+    perfect = pd.DataFrame({"label": ["a"] * 13 + ["b"] * 13, "predicted": ["a"] * 13 + ["b"] * 13,
+                            "p_a": [0.9] * 13 + [0.1] * 13, "p_b": [0.1] * 13 + [0.9] * 13})
+    found = intervals(perfect, classes, resamples=50, seed=0, level=0.95)
+    assert found["accuracy"] == wilson(26, 26) and found["accuracy"]["low"] < 0.9  # Wilson: 26/26 -> 0.871-1
+    assert found["roc_auc"]["a"]["degenerate"] is True
+    assert shown(found["roc_auc"]["a"], 26, 1, 3) == " (all resamples agree: 26 images cannot bound it)"
+    assert shown(found["accuracy"], 26) == f" ({100 * found['accuracy']['low']:.1f}-100.0)"

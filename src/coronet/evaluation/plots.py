@@ -62,12 +62,20 @@ def curve_tables(predictions: pd.DataFrame, classes: list[str], reliability: pd.
             continue
         fpr, tpr, _ = roc_curve(truth, predictions[f"p_{name}"])
         tables[f"roc/{name}.csv"] = pd.DataFrame({"fpr": fpr.round(6), "tpr": tpr.round(6)})
-        precision, recall, _ = precision_recall_curve(truth, predictions[f"p_{name}"])
-        tables[f"precision_recall/{name}.csv"] = pd.DataFrame({"recall": recall.round(6),
-                                                               "precision": precision.round(6)})
+        tables[f"precision_recall/{name}.csv"] = interpolated_precision_recall(truth, predictions[f"p_{name}"])
     filled = reliability[reliability["count"] > 0]
     tables["calibration.csv"] = filled[["confidence", "accuracy", "count"]].round(6)
     return tables
+
+
+def interpolated_precision_recall(truth: np.ndarray, scores: pd.Series) -> pd.DataFrame:
+    """One point per recall, in recall order: the interpolated curve (the best precision at that recall or
+    above). scikit-learn's raw points share recalls (each threshold that only adds false positives), and a
+    line through them drew drops the model does not have."""
+    precision, recall, _ = precision_recall_curve(truth, scores)  # recall falls from 1 to 0
+    frame = pd.DataFrame({"recall": recall, "precision": np.maximum.accumulate(precision)})
+    frame = frame.groupby("recall", as_index=False)["precision"].max()
+    return frame.round(6)
 
 
 def roc_figure(curves: dict[str, pd.DataFrame], classes: list[str], path: Path) -> None:

@@ -77,8 +77,8 @@ def bring_in(name: str) -> bool:
 
 
 def write_samples(folder: Path = SAMPLES) -> list[Path]:
-    """One test image per class of the workspace's run, as ``<class>-<id>.png``: something to classify that
-    the README can name (`coronet predict samples/`), with its true class in the file name."""
+    """One test image per class of the workspace's run, as ``<class>.png``: something to classify that the
+    README can name (`coronet predict samples/`), its true class in its name."""
     from coronet import paths
     from coronet.model.dataset import load_split
 
@@ -89,7 +89,7 @@ def write_samples(folder: Path = SAMPLES) -> list[Path]:
     written = []
     for label, rows in test.groupby("label", sort=True):
         row = rows.iloc[0]
-        target = folder / f"{label}-{row['id']}.png"
+        target = folder / f"{label}.png"
         shutil.copyfile(row["path"], target)
         written.append(target)
     return written
@@ -131,8 +131,7 @@ The demo's model was trained on SYNTHETIC images: its answers on real X-rays mea
   . .venv/bin/activate              the project's environment (dvc, coronet, mlflow)
   dvc metrics show                  the headline numbers (dvc metrics show metrics/data.json: the data)
   dvc plots show                    curves, confusion matrix and figures: dvc_plots/index.html (works offline)
-  dvc exp show --only-changed       this experiment beside the others
-  make compare                      experiments side by side (the params that differ, headline metrics)
+  make compare                      this experiment beside the others, readable at 120 columns
   coronet predict samples/          classify the demo's sample images (one test image per class) with this model
   make app                          the page: drop an X-ray, see the classes, where it looked, what to distrust
   make ui                           MLflow UI on http://127.0.0.1:5000 (curves, metrics, figures, model)""")

@@ -1,0 +1,84 @@
+"""Code tier: every module, script, ``coronet`` subcommand and make target that the Makefile, .ci/run and the
+README's code blocks name exists and starts. A moved module once broke `make demo` on main while CI was green:
+nothing checked the commands users type."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+from coronet.cli import main
+
+MODULE = re.compile(r"python[0-9.]*\s+-m\s+([A-Za-z_][\w.]*)")
+SCRIPT = re.compile(r"python[0-9.]*\s+((?:stages|benchmarks)/[\w/]+\.py)")
+SUBCOMMAND = re.compile(r"(?:^|[\s/;&(])coronet\s+([a-z][a-z-]*)")
+TARGET = re.compile(r"(?:^|[\s;&(])make\s+([a-z][\w-]*)")
+
+
+def readme_blocks() -> str:
+    """The README's shell code blocks (```bash), where the commands a user copies live, without comments."""
+    text = (ROOT / "README.md").read_text()
+    blocks = "\n".join(re.findall(r"```(?:bash|sh|shell)\n(.*?)```", text, flags=re.S))
+    return re.sub(r"(^|\s)#.*", "", blocks, flags=re.M)
+
+
+def named(pattern: re.Pattern[str], *texts: str) -> set[str]:
+    return {m for text in texts for m in pattern.findall(text)}
+
+
+def sources() -> tuple[str, str, str]:
+    return (ROOT / "Makefile").read_text(), (ROOT / ".ci/run").read_text(), readme_blocks()
+
+
+def test_the_commands_are_found_where_users_meet_them():
+    """The patterns find what they must (a pattern that matched nothing would pass everything below)."""
+    makefile, ci, readme = sources()
+    assert "coronet.experiments.demo" in named(MODULE, makefile)
+    assert {"demo", "test"} <= named(TARGET, ci) and {"demo", "test", "compare", "app", "ui"} <= named(TARGET, readme)
+    assert {"predict", "app", "study", "compare"} <= named(SUBCOMMAND, readme, makefile)
+    assert ci.index("make demo") < ci.index("make test")  # the README's order: the demo, then the suite
+
+
+@pytest.mark.parametrize("module", sorted(named(MODULE, *sources())))
+def test_each_python_module_named_exists(module):
+    assert importlib.util.find_spec(module) is not None, f"`python -m {module}` names no module"
+
+
+@pytest.mark.parametrize("script", sorted(named(SCRIPT, *sources())))
+def test_each_script_named_exists(script):
+    assert (ROOT / script).is_file(), script
+
+
+@pytest.mark.parametrize("command", sorted(named(SUBCOMMAND, *sources())))
+def test_each_coronet_subcommand_named_answers_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0 and command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target", sorted(named(TARGET, *sources())))
+def test_each_make_target_named_exists(target):
+    """`make -n` prints the recipe without running it; an unknown target fails ("No rule to make target")."""
+    done = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_make_server_on_a_busy_port_is_one_error_before_anything_starts(tmp_path):
+    """Issue 24, defect 5: with port 5000 taken, `make server` started PostgreSQL, exited 0 and pointed the
+    user at the other service on that port."""
+    import socket
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "coronet.team_server", "--port", str(port)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and f"127.0.0.1:{port} is in use" in done.stderr
+    assert not (tmp_path / ".team-server").exists()  # PostgreSQL was never started
