@@ -280,8 +280,10 @@ class ControlParams:
                     raise ParamsError(f"params.yaml: merge.controls.classes maps finding {finding!r} twice "
                                       f"({finding_class[key]} and {label}); give each finding one class")
                 finding_class[key] = label
-        # A list of names: `-S merge.controls.reject=todo` gives a string, which must not be read letter by letter.
-        reject = tuple(f.strip().lower() for f in cfg.names("reject")) if cfg["reject"] not in (None, []) else ()
+        # A list of names; `-S merge.controls.reject=todo` gives one name as a string (never its letters).
+        raw = cfg["reject"]
+        names = () if raw in (None, []) else (raw,) if isinstance(raw, str) and raw.strip() else cfg.names("reject")
+        reject = tuple(f.strip().lower() for f in names)
         if clash := sorted(set(reject) & set(finding_class)):
             raise ParamsError(f"params.yaml: merge.controls.reject lists {clash}, which merge.controls.classes maps "
                               "to a class")

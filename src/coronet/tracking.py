@@ -95,6 +95,23 @@ def quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def client_settings() -> None:
+    """MLflow's client as this project uses it: no telemetry, HTTP retries of seconds, not minutes, quiet."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for key, value in {**HTTP_SETTINGS, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
+        os.environ.setdefault(key, value)
+    quiet_mlflow()
+
+
+UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection",
+               "Name or service not known", "Read timed out")
+
+
+def unreachable(exc: Exception) -> bool:
+    """True when an MLflow call failed because the tracking server could not be reached at all."""
+    return any(sign in str(exc) for sign in UNREACHABLE)
+
+
 def configure(experiment: str) -> str:
     """Points MLflow at the tracking store and returns the experiment id (created on first use).
 
@@ -102,10 +119,7 @@ def configure(experiment: str) -> str:
     MLflow's own default is relative to the working directory, which under ``dvc exp run --temp`` is a
     copy that is deleted afterwards (and the "Default" experiment MLflow makes there is removed).
     """
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    for key, value in {**HTTP_SETTINGS, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
-        os.environ.setdefault(key, value)
-    quiet_mlflow()
+    client_settings()
     import mlflow
 
     uri = tracking_uri()

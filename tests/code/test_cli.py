@@ -242,3 +242,19 @@ def test_a_model_that_does_not_match_its_record_is_refused(capsys, model_path, i
     code, out, err = run(capsys, str(images / "a.png"), "--model", str(folder / "coronet.keras"))
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and says in err, err
     assert str(folder / "coronet.keras") in err
+
+
+def test_an_unreachable_tracking_server_is_named_in_seconds(capsys, images, tmp_path, monkeypatch):
+    """Issue 24, defect 6: with MLFLOW_TRACKING_URI at a dead server, predict was silent for 5 minutes, then
+    blamed a missing alias. Now: MLflow's client retries for seconds (tracking.HTTP_SETTINGS) and says why."""
+    import time
+
+    from conftest import free_port
+
+    monkeypatch.chdir(tmp_path)  # no models/coronet.keras here: the registry's @candidate is asked for
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    code, out, err = run(capsys, str(images / "a.png"))
+    assert code == 2 and out == "" and err.startswith("error: cannot reach the tracking server http://127.0.0.1:")
+    assert len(err.strip().splitlines()) == 1
+    assert time.monotonic() - started < 60  # two retries of a refused connection with backoff 1: seconds

@@ -82,3 +82,18 @@ def test_make_server_on_a_busy_port_is_one_error_before_anything_starts(tmp_path
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and f"127.0.0.1:{port} is in use" in done.stderr
     assert not (tmp_path / ".team-server").exists()  # PostgreSQL was never started
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["study", "-j", "0"], "must be at least 1, got 0"),  # queued the experiments and waited forever
+    (["app", "--port", "99999"], "a port is at most 65535"),  # a traceback
+    (["app", "--max-images", "-1"], "must be at least 1, got -1"),  # then every request failed
+    (["app", "--max-upload-mb", "-1"], "must be above 0, got -1.0"),
+    (["ui", "--port", "0"], "must be at least 1, got 0"),
+])
+def test_bad_command_line_values_are_a_usage_error(args, says, capsys):
+    """Issue 24, defects 4, 6 and 8: each was accepted and failed later (or never returned)."""
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and says in err and "Traceback" not in err

@@ -121,3 +121,32 @@ def test_real_quirky_images_all_decode():
         out = decode_grayscale(path.read_bytes())
         assert out.dtype == np.uint8 and out.ndim == 2 and min(out.shape) >= 100, path.name
         assert out.std() > 5, path.name  # a real picture, not a flat field from a botched conversion
+
+
+DECODE_PEAK = """
+import resource, sys
+from coronet.images import decode_grayscale
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+gray = decode_grayscale(data)
+print(gray.shape[0], gray.shape[1], gray.dtype, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_a_large_16_bit_png_decodes_within_a_memory_budget(tmp_path):
+    """Issue 24, defect 7: a 485 KB 16-bit 7700 x 7700 PNG took ~1.5 GB to classify: its pixels went through
+    int64 and float64 copies (8 bytes a pixel each, three at once). The budget: the decoded 16-bit image, one
+    index array of the same type and the 8-bit result, 5 bytes a pixel (296 MB), with a third to spare."""
+    import subprocess
+    import sys
+
+    side = 7700
+    pixels = np.zeros((side, side), dtype=np.uint16)
+    pixels[::7, ::3] = 40000
+    Image.fromarray(pixels).save(tmp_path / "large.png")
+    done = subprocess.run([sys.executable, "-c", DECODE_PEAK, str(tmp_path / "large.png")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows, columns, dtype, grown = done.stdout.split()
+    assert (int(rows), int(columns), dtype) == (side, side, "uint8")
+    assert int(grown) < 5 * side * side * 4 / 3, f"{int(grown) / 2**20:.0f} MB"

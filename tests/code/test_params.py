@@ -129,6 +129,10 @@ def test_class_group_errors_name_the_class_or_group(groups, says):
     ("merge.controls.classes.normal", ["No Finding", "SARS"], "maps finding 'SARS' twice (pneumonia_viral and normal)"),
     ("merge.controls.classes.normal", ["no finding", "No Finding"], "maps finding 'No Finding' twice"),
     ("merge.controls.reject", ["todo", "SARS"], "merge.controls.reject lists ['sars'], which merge.controls.classes"),
+    # issue 24, defect 8: controls are the collection's films without COVID-19; mapping them to it is a contradiction
+    ("merge.controls.classes.covid", ["Unknown"], "maps findings to 'covid', the screened class"),
+    # issue 24, defect 3: `reject: [1, 2]` was a traceback in merge
+    ("merge.controls.reject", [1, 2], "merge.controls.reject must be a non-empty list of distinct names"),
 ])
 def test_a_bad_control_mapping_is_one_error(key, value, says):
     """Issue 18: a class not in classes, a finding mapped twice, an unknown role."""
@@ -144,6 +148,7 @@ def test_a_bad_control_mapping_is_one_error(key, value, says):
     ("train.warmup_epochs", -1, "train.warmup_epochs must be an integer >= 0"),
     ("train.clipnorm", 0, "train.clipnorm must be a number > 0"),
     ("train.weights", 3, "train.weights must be imagenet, none or a path"),
+    ("train.warmup_epochs", 81, "train.warmup_epochs (81) is more than train.epochs (80)"),  # issue 24, defect 8
 ])
 def test_bad_train_values_name_their_key(key, value, says):
     with pytest.raises(ParamsError, match=re_escape(says)):
@@ -154,3 +159,24 @@ def test_none_spellings_of_weights_mean_from_scratch():
     for spelling in ("none", "None", "", None):
         assert TrainParams.parse(with_value("train.weights", spelling)).weights is None
     assert TrainParams.parse(with_value("train.weights", "ImageNet")).weights == "imagenet"
+
+
+def test_reject_given_as_one_string_is_one_finding_not_its_letters():
+    """Issue 24, defect 3: `-S merge.controls.reject=todo` gives a string; it was read as t, o, d, o, and the
+    `todo` rows became scored controls."""
+    assert MergeParams.parse(with_value("merge.controls.reject", "todo")).controls.reject == ("todo",)
+    assert MergeParams.parse(with_value("merge.controls.reject", None)).controls.reject == ()
+
+
+@pytest.mark.parametrize(("section", "key"), [
+    ("train", "epoch"), ("train.augment", "rotation"), ("train.nuisance.frame", "prob"), ("merge", "view"),
+    ("merge.controls", "roles"), ("download", "mirrors"), ("download.synthetic", "images"),
+    ("download.archives.covid", "sha"), ("resize", "sizes"), ("split", "testsize"), ("evaluate", "resamples"),
+    ("evaluate.stress", "transform"), ("serving", "rows"), ("tracking", "experiments"),
+])
+def test_an_unknown_key_is_one_error_not_ignored(section, key):
+    """Issue 24, defect 8: a misspelt key (`epoch: 5`) was accepted without a word, the stage running with the
+    value the user meant to change."""
+    parser = PARSERS[section.split(".")[0]]
+    with pytest.raises(ParamsError, match=re_escape(f"params.yaml: {section} has unknown key(s) ['{key}'] (a typo?)")):
+        parser.parse(with_value(f"{section}.{key}", 5))

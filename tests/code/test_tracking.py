@@ -85,3 +85,41 @@ def test_mlflow_http_client_waits_seconds_not_minutes(monkeypatch, tmp_path):
 def _reset_mlflow_uri():
     yield
     mlflow.set_tracking_uri(None)
+
+
+RUN_AT = """
+import sys, time
+from coronet import tracking
+start = float(sys.argv[1])
+time.sleep(max(0.0, start - time.time()))  # both processes open the fresh store at the same moment
+run = tracking.PipelineRun("coronet")
+run.start(run_name=sys.argv[2])
+run.log_params({"who": sys.argv[2]})
+run.end()
+print(run.run_id, "|".join(run.errors))
+"""
+
+
+def test_two_stages_starting_together_on_a_fresh_store_both_track(tmp_path):
+    """Issue 24: two experiments starting at once on a store that did not exist yet both ran MLflow's schema
+    migration; one failed ("duplicate column name: step") and trained without MLflow."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import VENV_BIN
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": uri, "PATH": str(VENV_BIN), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    start = time.time() + 8  # both interpreters have imported MLflow by then
+    runs = [subprocess.Popen([sys.executable, "-c", RUN_AT, str(start), name], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for name in ("first", "second")]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err[-2000:] for _, err in outputs]
+    ids = [out.split()[0] for out, _ in outputs]
+    assert all(len(out.split()) == 1 for out, _ in outputs), outputs  # no MLflow errors recorded
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    finished = {client.get_run(i).data.params["who"]: client.get_run(i).info.status for i in ids}
+    assert finished == {"first": "FINISHED", "second": "FINISHED"}
+    mlflow.set_tracking_uri(None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -28,7 +29,7 @@ def page(pipeline, tmp_path_factory):
     process = start_server([str(VENV_BIN / "coronet"), "app", "--port", str(port), "--max-images", "3"],
                            f"http://127.0.0.1:{port}/", folder / "app.log",
                            {**pipeline.env, "GRADIO_ANALYTICS_ENABLED": "False"}, timeout=240, cwd=pipeline.project)
-    yield f"http://127.0.0.1:{port}/", folder
+    yield f"http://127.0.0.1:{port}/", folder, process
     stop_server(process)
 
 
@@ -60,7 +61,7 @@ def classify(url: str, files: list[Path], explain: str = "the predicted class"):
 
 
 def test_the_page_classifies_explains_and_checks_like_coronet_predict(page, pipeline, tmp_path, capsys):
-    url, _ = page
+    url, *_ = page
     files = images(pipeline, tmp_path)
     report, overlays, answers = classify(url, [files["plain"], files["framed"], files["text"]])
     by_file = {a["file"]: a for a in answers}
@@ -90,7 +91,7 @@ def test_the_page_classifies_explains_and_checks_like_coronet_predict(page, pipe
 
 
 def test_a_picked_class_is_explained_and_limits_hold(page, pipeline, tmp_path):
-    url, _ = page
+    url, *_ = page
     files = images(pipeline, tmp_path)
     _, overlays, _ = classify(url, [files["plain"]], "covid")
     assert overlays[0]["caption"].endswith("Grad-CAM of covid") or "Grad-CAM of covid" in overlays[0]["caption"]
@@ -101,24 +102,57 @@ def test_a_picked_class_is_explained_and_limits_hold(page, pipeline, tmp_path):
     assert answers[0]["error"] == "" and answers[0]["predicted"] in CLASSES
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian's chromium and chromium-driver are not installed")
-def test_the_page_in_a_real_browser(page, pipeline, tmp_path):
-    """Upload, wait for the answer, read the page as a person would, keep a screenshot."""
+def headless_chromium(profile: Path) -> object:
+    """Debian's chromium through its chromedriver, headless, with nothing that calls out."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as seen
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    url, folder = page
-    files = images(pipeline, tmp_path)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,2200"):
+                 f"--user-data-dir={profile}", "--window-size=1280,2200"):
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian's chromium and chromium-driver are not installed")
+def test_make_ui_opens_the_experiment_on_its_training_runs(pipeline, tmp_path):
+    """Issue 24: `make ui` opened the experiment on MLflow's GenAI overview (traces, tokens, "Detect Issues"),
+    not on its runs. `coronet ui` (what `make ui` runs) prints the address that opens the training view."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    process = start_server([str(VENV_BIN / "coronet"), "ui", "--port", str(port)], f"http://127.0.0.1:{port}/health",
+                           tmp_path / "ui.log", pipeline.env, timeout=120, cwd=pipeline.project)
+    browser = headless_chromium(tmp_path / "chromium")
+    try:
+        url = re.search(r"MLflow UI: (\S+)", (tmp_path / "ui.log").read_text())[1]
+        run_name = json.loads((pipeline.project / "models/run.json").read_text())["run_id"]
+        import mlflow
+
+        mlflow.set_tracking_uri(pipeline.store)
+        run_name = mlflow.get_run(run_name).info.run_name
+        browser.get(url)
+        WebDriverWait(browser, 90).until(lambda b: run_name in b.find_element(By.TAG_NAME, "body").text)
+        text = browser.find_element(By.TAG_NAME, "body").text
+        assert "Runs" in text and "Detect Issues" not in text and "Traces\n0" not in text
+    finally:
+        browser.quit()
+        stop_server(process)
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian's chromium and chromium-driver are not installed")
+def test_the_page_in_a_real_browser(page, pipeline, tmp_path):
+    """Upload, wait for the answer, read the page as a person would, keep a screenshot."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, folder, _ = page
+    files = images(pipeline, tmp_path)
+    browser = headless_chromium(tmp_path / "chromium")
     try:
         browser.get(url)
         wait = WebDriverWait(browser, 120)
@@ -130,9 +164,38 @@ def test_the_page_in_a_real_browser(page, pipeline, tmp_path):
         text = browser.find_element(By.TAG_NAME, "body").text
         assert "research software, not a medical device" in text  # on the page, not hidden
         assert "Model: models/coronet.keras" in text and "Its test results: accuracy" in text
+        # issue 24: the header says what this model was trained on, built from its record; no zero-width interval
+        assert re.search(r"Trained on \d+ SYNTHETIC images", text) and "mean nothing" in text
+        assert "two public collections" not in text
+        assert "100-100%" not in text and "0-0%" not in text
         assert "uniform border or padding" in text and "in this model's stress tests" in text
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#overlays img")) >= 2)
+        # the whole overlay is shown: the picture is fitted into its box, never cropped to fill it
+        fits = {browser.execute_script("return getComputedStyle(arguments[0]).objectFit", img)
+                for img in browser.find_elements(By.CSS_SELECTOR, "#overlays img")}
+        assert fits == {"contain"}, fits
         browser.save_screenshot(str(folder / "page.png"))
         assert Image.open(folder / "page.png").size[0] >= 1000
     finally:
         browser.quit()
+
+
+def test_uploads_stay_private_and_go_when_the_page_stops(page, pipeline, tmp_path):
+    """Issue 24, defect 1: uploads and their Grad-CAM overlays stayed in /tmp/gradio after the page stopped,
+    the overlays readable by every user (0644 in 0755 folders). The last test of this module: it stops the page."""
+    import os
+    import signal
+    import stat
+
+    url, folder, process = page
+    files = images(pipeline, tmp_path)
+    classify(url, [files["plain"]])
+    said = re.search(r"Uploads and overlays: (\S+)", (folder / "app.log").read_text())
+    uploads = Path(said[1])
+    kept = [p for p in uploads.rglob("*")]
+    assert stat.S_IMODE(uploads.stat().st_mode) == 0o700 and any(p.is_file() for p in kept)
+    assert all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in kept), [
+        (p, oct(p.stat().st_mode)) for p in kept if p.stat().st_mode & 0o077]
+    process.send_signal(signal.SIGTERM)  # as a service manager stops it
+    assert process.wait(timeout=60) == 0
+    assert not uploads.exists() and not os.path.exists("/tmp/gradio/" + files["plain"].name)

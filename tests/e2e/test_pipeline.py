@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import shutil
 import zipfile
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 from conftest import (
     CLASSES,
     REFERENCE,
+    ROOT,
     VENV_BIN,
     free_port,
     git,
@@ -224,6 +226,15 @@ def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
     dataset_tags = {t.key: t.value for t in run.inputs.dataset_inputs[0].tags}
     assert dataset_tags["covid.sha256"] == json.loads((project / "data/raw/sources.json").read_text())[
         "archives"]["covid"]["sha256"]
+    # A synthetic model says so (issue 24): the run's description and tags, the registered version's, the
+    # served model's metadata; serving params carry their section's prefix (no bare batch_size beside train's).
+    assert "SYNTHETIC images" in tags["mlflow.note.content"] and tags["training.data"] == "synthetic"
+    assert (tags["training.image_size"], tags["training.weights"], tags["training.epochs"]) == ("71", "none", "2")
+    version = client.get_model_version(package["registered_model"], package["version"])
+    assert version.description == tags["mlflow.note.content"] and version.tags["training.data"] == "synthetic"
+    metadata = mlflow.models.get_model_info(package["model_uri"]).metadata
+    assert metadata["training.data"] == "synthetic" and "SYNTHETIC" in metadata["trained_on"]
+    assert not {"batch_size", "max_rows", "low_confidence"} & set(run.data.params)
     # System metrics sit in a finished child run: in the run itself the page would list them first.
     assert not any(k.startswith("system/") for k in run.data.metrics)
     (system,) = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
@@ -411,7 +422,7 @@ def test_the_served_model_is_rebuilt_when_what_it_serves_changes(pipeline_copy, 
     assert int(second.version) == int(first.version) + 1
     mlmodel = Path(mlflow.artifacts.download_artifacts(f"models:/coronet/{second.version}/MLmodel"))
     config = yaml.safe_load(mlmodel.read_text())["flavors"]["python_function"]["config"]
-    assert config["max_rows"] == 2
+    assert config["serving.max_rows"] == 2
     served = project / "src/coronet/serving/pyfunc.py"
     served.write_text(served.read_text() + "\n# a change to the served code\n")
     run_tool(project, "dvc", "repro", env=env)
@@ -522,3 +533,48 @@ def test_data_and_models_round_trip_through_a_dvc_remote(pipeline_copy, tmp_path
     image = next((clone / "data/processed/images").glob("*.png"))
     predicted = run_tool(clone, "coronet", "predict", str(image), "--format", "json", env=pipeline_copy.env)
     assert json.loads(predicted.stdout)[0]["error"] == ""
+
+
+def test_the_readme_commands_after_the_demo_work_as_written(pipeline, tmp_path, monkeypatch):
+    """Issue 24: what the README tells a user to type after `make demo`, run on the shared pipeline as written
+    (the cheap ones: the demo itself is CI's first command). `make` targets run their `coronet` commands."""
+    import re
+
+    from coronet.experiments.demo import write_samples
+
+    project = pipeline.project
+    readme = (ROOT / "README.md").read_text()
+    after_demo = readme[readme.index("## Two commands"):readme.index("### The demo on any CPU")]
+    block = re.findall(r"```bash\n(.*?)```", after_demo, flags=re.S)[1]
+    commands = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+    assert commands[0] == ". .venv/bin/activate"
+    monkeypatch.chdir(project)
+    samples = write_samples(tmp_path / "samples")  # what the demo leaves for `coronet predict samples/`
+    assert sorted(p.name for p in samples) == sorted(f"{c}.png" for c in CLASSES)
+    (project / "samples").symlink_to(tmp_path / "samples")
+    try:
+        for command in commands[1:]:
+            if command in {"make app", "make ui"}:  # servers: test_app.py starts and drives both
+                continue
+            argv = shlex.split(command.replace("make compare", "coronet compare"))
+            done = run_tool(project, *argv, env={**pipeline.env, "COLUMNS": "120"})
+            assert "Traceback" not in done.stderr, command
+            if argv[:2] == ["coronet", "predict"]:
+                rows = done.stdout.splitlines()
+                assert len(rows) == 1 + len(CLASSES) and max(map(len, rows)) <= 120
+                assert "SYNTHETIC images" in done.stderr
+            if argv[:3] == ["dvc", "exp", "show"]:
+                assert max(map(len, done.stdout.splitlines())) <= 120, done.stdout
+    finally:
+        (project / "samples").unlink()
+
+
+def test_evaluate_refuses_a_corrupt_record_before_it_rewrites_anything(pipeline_copy):
+    """Issue 24, defect 8: evaluate rewrote most of its outputs before it found a corrupt metrics/data.json."""
+    project = pipeline_copy.project
+    (project / "metrics/data.json").write_text("{ not json")
+    before = {p: p.read_bytes() for p in (project / "metrics").rglob("*") if p.is_file() and p.name != "data.json"}
+    done = run_tool(project, "python", "stages/evaluate.py", env=pipeline_copy.env, check=False)
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith("error: metrics/data.json")
+    assert "Traceback" not in done.stderr
+    assert {p: p.read_bytes() for p in before} == before

@@ -178,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         page = build(served, args.max_images, low)
         print(f"CoroNet page on http://{args.host}:{args.port} ({served.name}); Ctrl-C stops it.\n"
-              f"{models.DISCLAIMER}\n{models.trained_on(served)}", file=sys.stderr, flush=True)
+              f"{models.DISCLAIMER}\n{models.trained_on(served)}\nUploads and overlays: {uploads} (this user only; "
+              "removed when the page stops)", file=sys.stderr, flush=True)
         try:
             page.launch(server_name=args.host, server_port=args.port, max_file_size=int(max_mb * 1024 * 1024),
                         show_error=True, footer_links=["api"], quiet=True, prevent_thread_lock=True)

@@ -23,6 +23,10 @@ class ModelUnavailableError(UserError):
     """No model could be loaded from what was asked for; the message says what to do."""
 
 
+class StoreUnreachableError(ModelUnavailableError):
+    """The tracking server holding the model did not answer."""
+
+
 @dataclass
 class Served:
     classifier: Classifier
@@ -64,11 +68,14 @@ def from_registry(model_uri: str) -> Served:
 
     from coronet import tracking
 
-    tracking.quiet_mlflow()
+    tracking.client_settings()
     mlflow.set_tracking_uri(tracking.tracking_uri())
     try:
         pyfunc = mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as exc:
+        if tracking.unreachable(exc):
+            raise StoreUnreachableError(f"cannot reach the tracking server {tracking.shown_uri()} for {model_uri}: "
+                                        "start it, or point MLFLOW_TRACKING_URI at one that runs") from None
         message = getattr(exc, "message", str(exc))
         raise ModelUnavailableError(f"cannot load the model {model_uri} ({tracking.shown_uri()}): {message}") from None
     classifier = pyfunc.unwrap_python_model().classifier
@@ -131,6 +138,8 @@ def pick(model: str | None, model_uri: str | None, registered_name: str = "coron
         raise missing  # no store here: do not create an empty one
     try:
         served = from_registry(uri)
+    except StoreUnreachableError:
+        raise
     except ModelUnavailableError:
         raise missing from None
     if say:
