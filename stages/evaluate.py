@@ -33,10 +33,11 @@ def main() -> int:
     images = read_index(paths.IMAGES_CSV, paths.SPLITS).merge(manifest[["id", "age"]], on="id", validate="one_to_one")
     test = images[images["split"] == "test"].reset_index(drop=True)
 
-    predictions, controls, features = predict_all(classifier, images, cfg.batch_size, paths.PREDICTIONS,
-                                                  paths.CONTROLS)
+    predictions, controls, external, features = predict_all(classifier, images, cfg.batch_size, paths.PREDICTIONS,
+                                                            paths.CONTROLS, paths.EXTERNAL)
     metrics = compute_metrics(predictions, scheme.classes, scheme.groups, scheme.screening)
-    metrics.update(evidence.collect(predictions, controls, images, pd.read_csv(paths.IMAGE_STATS), features, cfg))
+    metrics.update(evidence.collect(predictions, controls, external, images, pd.read_csv(paths.IMAGE_STATS),
+                                    features, cfg))
     summary = headline(metrics)
     write_json(paths.HEADLINE, summary)  # what `dvc exp show` compares
     write_json(paths.EVIDENCE, metrics)  # everything: intervals, breakdowns, probe, controls, leakage

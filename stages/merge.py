@@ -20,12 +20,12 @@ def main() -> int:
     pool, rejected_by_sources = [], []
     for name, record in archives.items():
         found, turned_down = sources.get(name).candidates(paths.ARCHIVES / record["file"], cfg)
-        pool += found
+        pool += [candidate.in_role(cfg.source(name).role) for candidate in found]
         rejected_by_sources += turned_down
     selection = select(pool, cfg)
     selection.rejected[:0] = rejected_by_sources
     selection.group_near_duplicates(cfg.near_duplicate_max_distance)
-    selection.separate_controls(cfg.controls.role)
+    selection.keep_apart(cfg.controls.role)
     rejected = selection.rejected_frame()
     write_csv(paths.REJECTED, rejected)  # written first: it explains a failure below
     if missing := selection.missing_classes(cfg.classes):

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 
 from coronet import paths
-from coronet.data.split import CONTROL, SPLITS, assign_splits, check_leakage, split_summary
+from coronet.data.split import CONTROL, SCORED_SPLITS, SPLITS, assign_splits, check_leakage, split_summary
 from coronet.errors import DataError, run_stage
 from coronet.files import write_csv
 from coronet.params import SplitParams, load_params
@@ -16,7 +16,7 @@ from coronet.records import DataRecord
 
 def controls_summary(frame: pd.DataFrame) -> dict[str, object]:
     """The same-source controls: how many are only scored, how many joined the pool, and per finding."""
-    same_source = frame[frame["cohort"] != "pool"]
+    same_source = frame[frame["cohort"].isin(["control", "mixed"])]
     return {"scored_only": int((frame["split"] == CONTROL).sum()), "mixed_into_pool": int(
         (frame["cohort"] == "mixed").sum()), "by_finding": {k: int(v) for k, v in
                                                               same_source["finding"].value_counts().sort_index().items()}}
@@ -27,7 +27,7 @@ def main() -> int:
     index = pd.read_csv(paths.IMAGES_CSV, dtype=str, keep_default_na=False)
     rejected = pd.read_csv(paths.REJECTED, dtype=str, keep_default_na=False)
     near = pd.read_csv(paths.NEAR_DUPLICATES, dtype=str, keep_default_na=False)
-    pool = index[index["cohort"] != "control"]
+    pool = index[~index["cohort"].isin(list(SCORED_SPLITS))]
     if absent := [c for c in cfg.classes if c not in set(pool["label"])]:
         raise DataError(f"{paths.IMAGES_CSV} has no image of class {absent}: rerun merge (dvc repro)")
     splits = assign_splits(index, cfg.test_size, cfg.val_size, cfg.group_by, cfg.seed)
@@ -50,7 +50,7 @@ def main() -> int:
         download_source=sources["source"],
         controls=controls_summary(frame),
     ).write(paths.DATA_METRICS)
-    columns = [*SPLITS, *([CONTROL] if (frame["split"] == CONTROL).any() else [])]
+    columns = [*SPLITS, *(s for s in SCORED_SPLITS.values() if (frame["split"] == s).any())]
     table = pd.crosstab(frame["label"].replace("", "(no class)"), frame["split"]).reindex(columns=columns,
                                                                                            fill_value=0)
     print(table.to_string())

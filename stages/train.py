@@ -10,7 +10,7 @@ from coronet import lineage, paths, tracking
 from coronet.errors import run_stage
 from coronet.files import atomic_path, sha256_file, write_csv
 from coronet.model.checkpoints import Checkpoints, fingerprint, stage_dependencies
-from coronet.model.dataset import load_split
+from coronet.model.dataset import balance_sources, load_split
 from coronet.model.fit import HISTORY_COLUMNS, fit
 from coronet.model.network import inference_copy
 from coronet.model.runtime import (
@@ -33,6 +33,8 @@ def main() -> int:
     set_precision(devices["precision"])
     print(f"training in {devices['precision']} on {devices['device']}")
     frames = {split: load_split(split, paths.IMAGES_CSV, paths.SPLITS) for split in ("train", "val", "test")}
+    if cfg.balance_sources:
+        frames["train"] = balance_sources(frames["train"])
     checkpoints = Checkpoints(paths.CHECKPOINTS, fingerprint([cfg.as_dict(), scheme.classes, seed],
                                                              stage_dependencies("train")))
     state = checkpoints.load_state() if cfg.checkpoint else None

@@ -300,7 +300,7 @@ RAMP = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (48, 1))  # 64 x 48: 
 
 
 def write_twins(folder: Path, seed: int, images_per_class: int, size: int, controls_per_finding: int = 2) -> None:
-    """Both sources' synthetic twins under their upstream file names in ``folder`` (a mirror)."""
+    """Every source's synthetic twin under its upstream file name in ``folder`` (a mirror)."""
     from coronet.data import sources
     from coronet.params import DownloadParams, SyntheticParams
 

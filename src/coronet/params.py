@@ -290,6 +290,33 @@ class ControlParams:
         return cls(role, finding_class, reject)
 
 
+SOURCE_ROLES = ("train", "external")
+
+
+@dataclass(frozen=True)
+class SourceParams:
+    """What one source is for: ``train`` (pooled with the others, split by patient) or ``external`` (never
+    trained on, never in validation, scored on every run: a hospital the model never saw); and, for a
+    source whose metadata names findings, finding (lower case) -> class."""
+
+    role: str = "train"
+    classes: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, cfg: Section, classes: list[str]) -> SourceParams:
+        cfg.only("role", "classes")
+        findings: dict[str, str] = {}
+        mapping = cfg.section("classes", " of class -> list of findings") if "classes" in cfg else Section({})
+        for label in mapping:
+            if label not in classes:
+                raise ParamsError(f"params.yaml: {mapping.path}{label} is not in classes {classes}")
+            for finding in mapping.names(label):
+                if finding.strip().lower() in findings:
+                    raise ParamsError(f"params.yaml: {mapping.path.rstrip('.')} maps finding {finding!r} twice")
+                findings[finding.strip().lower()] = label
+        return cls(cfg.choice("role", SOURCE_ROLES), findings)
+
+
 @dataclass(frozen=True)
 class MergeParams:
     classes: list[str]
@@ -299,16 +326,22 @@ class MergeParams:
     near_duplicate_max_distance: int
     counts: dict[str, int]
     controls: ControlParams
+    sources: dict[str, SourceParams] = field(default_factory=dict)  # a source not listed is trained on
+
+    def source(self, name: str) -> SourceParams:
+        return self.sources.get(name, SourceParams())
 
     @classmethod
     def parse(cls, params: Section) -> MergeParams:
         cfg, classes = params.section("merge"), list(params.names("classes"))
-        cfg.only("views", "covid_finding", "near_duplicate_max_distance", "controls", "counts")
+        cfg.only("views", "covid_finding", "near_duplicate_max_distance", "controls", "counts", "sources")
         counts = cfg.section("counts", " of class -> number of images")
+        roles = cfg.section("sources", " of source -> role (and classes)")
         return cls(classes, project_seed(params), cfg.names("views"), cfg.name("covid_finding"),
                    cfg.integer("near_duplicate_max_distance", low=0),
                    {label: counts.integer(label, low=0) for label in classes},
-                   ControlParams.parse(cfg.section("controls"), classes, params.get("screening_class")))
+                   ControlParams.parse(cfg.section("controls"), classes, params.get("screening_class")),
+                   {name: SourceParams.parse(roles.section(name, " with a role"), classes) for name in roles})
 
 
 # resize, split ----------------------------------------------------------------------------------------
@@ -432,6 +465,7 @@ class TrainParams:
     bn_momentum: float | None
     recalibrate_bn: bool
     precision: str
+    balance_sources: bool
     deterministic: bool
     checkpoint: bool
 
@@ -461,6 +495,7 @@ class TrainParams:
             bn_momentum=None if cfg["bn_momentum"] is None else cfg.number("bn_momentum", 0, 1, inclusive=False),
             recalibrate_bn=cfg.flag("recalibrate_bn"),
             precision=cfg.choice("precision", PRECISIONS),
+            balance_sources=cfg.flag("balance_sources"),
             deterministic=cfg.flag("deterministic"),
             checkpoint=cfg.flag("checkpoint"),
         )

@@ -242,7 +242,8 @@ def test_missing_metadata_columns_and_a_class_without_images(stage_project, tmp_
     project, mirror = stage_project
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "ChestXRay2017.zip").write_bytes((mirror / "ChestXRay2017.zip").read_bytes())
+    for kept in ("ChestXRay2017.zip", "Actualmed-COVID-chestxray-dataset.zip"):
+        (broken / kept).write_bytes((mirror / kept).read_bytes())
     set_params(project, {"download.mirror": broken.as_uri()})
 
     covid_archive(broken / "covid-chestxray-dataset.zip", [{"patientid": "1", "finding": "COVID-19"}], {},
@@ -522,6 +523,8 @@ def test_a_failing_second_archive_never_costs_the_first(file_server, tmp_path, s
     assert "HTTP 404" in user_error(stage(project, "download"))
     assert (project / "data/raw/archives/covid-chestxray-dataset.zip").read_bytes() == covid_zip.read_bytes()
     file_server.files["/m/ChestXRay2017.zip"] = kermany_zip.read_bytes()
+    file_server.files["/m/Actualmed-COVID-chestxray-dataset.zip"] = (
+        tmp_path / "Actualmed-COVID-chestxray-dataset.zip").read_bytes()
     assert stage(project, "download").returncode == 0
     # The COVID-19 archive came from the download cache, after the server said it had not changed.
     assert file_server.not_modified == ["/m/covid-chestxray-dataset.zip"]

@@ -119,7 +119,7 @@ def control_pool(tmp_path) -> list[Candidate]:
 def test_controls_share_no_patient_with_what_is_trained_on(tmp_path, role):
     selection = select(control_pool(tmp_path), cfg({"covid": 3}, role=role))
     selection.group_near_duplicates(max_distance=0)
-    selection.separate_controls(role)
+    selection.keep_apart(role)
     cohorts = {r["original_path"]: r["cohort"] for r in selection.rows}
     rejected = selection.rejected_frame().set_index("path")
     if role == "evaluate":  # scored only: the one of a COVID-19 patient is turned down, with its reason
@@ -129,3 +129,30 @@ def test_controls_share_no_patient_with_what_is_trained_on(tmp_path, role):
         assert cohorts == {"0.png": "pool", "1.png": "pool", "2.png": "pool", "3.png": "mixed", "4.png": "mixed",
                            "5.png": "control"}
         assert rejected.empty
+
+
+def test_an_external_image_shared_with_the_pool_is_turned_down_with_its_reason(tmp_path):
+    """Issue 25: an external source's film that is a copy of a pool image (the same bytes), or of a patient
+    the pool holds, must not be scored as unseen; its own films are kept, all of them, apart from the pool."""
+    path = tmp_path / "e.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, value in (("pool/0.png", 0), ("pool/1.png", 1), ("ext/copy.png", 0), ("ext/same-patient.png", 7),
+                            ("ext/own-1.png", 8), ("ext/own-2.png", 9)):
+            z.writestr(name, png(value))
+    pooled = [Candidate("covid", "covid", f"covid:P{k}", "PA", "", "", "", str(path), f"pool/{k}.png") for k in (0, 1)]
+    external = [Candidate(label, "actualmed", patient, "PA", "", "", "", str(path), name).in_role("external")
+                for label, patient, name in (("covid", "actualmed:A", "ext/copy.png"),
+                                             ("covid", "covid:P1", "ext/same-patient.png"),
+                                             ("covid", "actualmed:B", "ext/own-1.png"),
+                                             ("normal", "actualmed:C", "ext/own-2.png"))]
+    selection = select(pooled + external, cfg({"covid": 2}))
+    selection.group_near_duplicates(max_distance=0)
+    selection.keep_apart("evaluate")
+    cohorts = {r["original_path"]: r["cohort"] for r in selection.rows}
+    assert cohorts == {"pool/0.png": "pool", "pool/1.png": "pool", "ext/own-1.png": "external",
+                       "ext/own-2.png": "external"}
+    rejected = selection.rejected_frame().set_index("path")
+    assert rejected.loc["ext/copy.png", "code"] == "duplicate" and "same bytes as covid_" in rejected.loc[
+        "ext/copy.png", "reason"]
+    assert rejected.loc["ext/same-patient.png", "code"] == "external_overlap"
+    assert "an external source's image must share nothing" in rejected.loc["ext/same-patient.png", "reason"]

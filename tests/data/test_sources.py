@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import REFERENCE, params_with
 from coronet.data import sources
-from coronet.data.sources import MetadataError, covid, kermany
+from coronet.data.sources import MetadataError, actualmed, covid, kermany
 from coronet.errors import ParamsError
 from coronet.params import MergeParams
 
@@ -107,7 +109,7 @@ def test_same_source_controls_in_both_metadata_eras(tmp_path, metadata, expected
 
 def test_the_registry_finds_every_source_module():
     found = sources.registered()
-    assert set(found) == {"covid", "kermany"} and found["kermany"].cohort_ages == "1-5 by provenance"
+    assert set(found) == {"covid", "kermany", "actualmed"} and found["kermany"].cohort_ages == "1-5 by provenance"
     with pytest.raises(ParamsError, match=r"download\.archives names source 'toy', but no module"):
         sources.get("toy")
 
@@ -175,3 +177,55 @@ def test_real_kermany_train_names():
     assert labels.count("normal") == sum(n.startswith("NORMAL/") for n in names)
     both = {p for lab, p in parsed if lab == "pneumonia_bacterial"} & {p for lab, p in parsed if lab == "pneumonia_viral"}
     assert len(both) == 808  # persons with both bacterial and viral images, as measured upstream
+
+
+ACTUALMED = REFERENCE / "actualmed-mini" / "Actualmed-COVID-chestxray-dataset.zip"
+
+
+@pytest.mark.skipif(not ACTUALMED.is_file(), reason="../shared/reference/actualmed-mini is not here")
+def test_the_real_actualmed_archive_is_read_as_its_metadata_says():
+    """The real layout (imagename, no folder): every row is a candidate or a rejection with its reason; an
+    empty finding is inconclusive; counts worked out from metadata.csv and the archive's listing directly."""
+    with zipfile.ZipFile(ACTUALMED) as z:
+        meta = next(n for n in z.namelist() if n.endswith("/metadata.csv"))
+        rows = list(csv.DictReader(io.StringIO(z.read(meta).decode())))
+        files = {Path(n).name for n in z.namelist() if "/images/" in n and not n.endswith("/")}
+    found, rejected = actualmed.SOURCE.candidates(ACTUALMED, MergeParams.parse(params_with()))
+    assert len(found) + len(rejected) == len(rows) == 238
+    present = [r for r in rows if r["imagename"] in files and r["finding"] in ("COVID-19", "No finding")]
+    assert sorted(c.original_path.rsplit("/", 1)[-1] for c in found) == sorted(r["imagename"] for r in present)
+    assert {c.label for c in found} == {"covid", "normal"} and all(c.cohort == "pool" for c in found)
+    assert all(c.patient_id.startswith("actualmed:ANON") for c in found)
+    codes = pd.Series([r.code for r in rejected]).value_counts().to_dict()
+    assert codes["inconclusive"] == sum(1 for r in rows if not r["finding"])
+    assert codes["missing_file"] == sum(1 for r in rows if r["finding"] and r["imagename"] not in files)
+
+
+def test_the_actualmed_twin_is_in_the_real_layout_with_a_look_of_its_own(tmp_path):
+    from coronet.params import SyntheticParams
+
+    path = tmp_path / "a.zip"
+    actualmed.SOURCE.write_synthetic(path, SyntheticParams(3, 8, 96, 0), ["covid", "normal", "x", "y"])
+    found, rejected = actualmed.SOURCE.candidates(path, MergeParams.parse(params_with()))
+    assert sorted(c.label for c in found) == ["covid"] * 4 + ["normal"] * 4
+    assert sorted(r.code for r in rejected) == ["inconclusive", "missing_file"]
+    with zipfile.ZipFile(path) as z:
+        assert z.namelist()[:3] == [f"{actualmed.ROOT}/", f"{actualmed.ROOT}/README.md", f"{actualmed.ROOT}/metadata.csv"]
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("merge.sources.actualmed.role", "test", "merge.sources.actualmed.role must be one of 'train', 'external'"),
+    ("merge.sources.actualmed.classes", {"tuberculosis": ["TB"]}, "classes.tuberculosis is not in classes"),
+    ("merge.sources.actualmed.classes", {"covid": ["COVID-19"], "normal": ["covid-19"]}, "maps finding 'covid-19' twice"),
+])
+def test_a_bad_source_role_is_one_error(key, value, says):
+    from coronet.params import Section
+
+    params = params_with()
+    node = params
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    dict.__setitem__(node, leaf, Section(value, node.path + leaf + ".") if isinstance(value, dict) else value)
+    with pytest.raises(ParamsError, match=re.escape(says)):
+        MergeParams.parse(params)

@@ -74,3 +74,19 @@ def test_controls_form_their_own_split_and_share_nothing():
     merged.loc[merged["id"] == "c0", "patient_id"] = merged.loc[merged["split"] == "train", "patient_id"].iloc[0]
     with pytest.raises(LeakageError, match="patient"):  # a control of a training patient is leakage
         check_leakage(merged, "patient")
+
+
+def test_an_external_source_is_never_trained_on_nor_validated_on():
+    """Issue 25: the external source's images (cohort external) form their own split, whatever the seed; the
+    pool's split is the same with or without them."""
+    frame = manifest([2] * 60)
+    frame["cohort"] = "pool"
+    external = pd.DataFrame([{"id": f"e{k}", "label": ["covid", "normal"][k % 2], "patient_id": f"E{k}",
+                              "sha256": f"e{k}", "png_sha256": f"xe{k}", "cohort": "external"} for k in range(10)])
+    both = pd.concat([frame, external], ignore_index=True)
+    for seed in range(5):
+        splits = assign_splits(both, 0.2, 0.1, "patient", seed).merge(both[["id", "cohort"]], on="id")
+        assert set(splits.loc[splits["cohort"] == "external", "split"]) == {"external"}
+        assert not set(splits.loc[splits["cohort"] == "pool", "split"]) & {"external", "control"}
+        pd.testing.assert_frame_equal(splits.loc[splits["cohort"] == "pool", ["id", "split"]].reset_index(drop=True),
+                                      assign_splits(frame, 0.2, 0.1, "patient", seed))

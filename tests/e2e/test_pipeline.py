@@ -149,7 +149,12 @@ def test_model_card_renders_every_section(pipeline):
                     "## Is it COVID-19 or the source?", "## Stress tests", "### The lungs-removed test",
                     "## What the model looked at", "## Known limitations"]:
         assert heading in card, heading
-    assert "Not for diagnosis" in card and "89.5%" in card and "download source of this run: synthetic" in card
+    assert "Not for diagnosis" in card and "89.5%" in card
+    # issue 24: a synthetic model says so in the card's first lines, and not the real cohorts' ages or licences
+    first = card.splitlines()[2]
+    assert first.startswith("> **Trained on ") and "SYNTHETIC images" in first and "mean nothing" in first
+    assert "**Synthetic images only**" in card and "Licences of the images used" not in card
+    assert "(100.0-100.0)" not in card and "(1.000-1.000)" not in card  # no interval of zero width
     assert "input 71 px" in card and "grouped by patient" in card and "?" not in card.split("## Results")[0]
     assert "same-source controls" in card and "| Pneumonia/Viral/SARS | 2 |" in card
     assert "Kermany et al. ChestXRay2017" in card and "Cohen et al." in card  # the sources' own titles

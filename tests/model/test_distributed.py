@@ -51,7 +51,8 @@ still = AugmentParams(0, 0, 0, 0, 0, 0, False, False)
 cfg = TrainParams(image_size=71, weights=None, dropout=0.0, dense_units=8, learning_rate=1e-3, warmup_epochs=0,
                   lr_decay="none",
                   clipnorm=None, batch_size=4, epochs=1, augment=still, nuisance=NuisanceParams({}), bn_momentum=0.9,
-                  recalibrate_bn=True, precision="float32", deterministic=False, checkpoint=False)
+                  recalibrate_bn=True, precision="float32", balance_sources=False, deterministic=False,
+                  checkpoint=False)
 out = {}
 for name, chosen in (("one", strategy([devices[0]])), ("two", strategy(devices))):
     set_seeds(3, deterministic=False)

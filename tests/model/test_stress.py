@@ -138,3 +138,34 @@ def test_a_model_keyed_on_the_source_look_calls_the_controls_covid_and_one_that_
         assert summary["by_finding"]["No Finding"]["n"] == 10
         words = controls.verdict(summary)
         assert ("reads the source's look" in words) == (expected == 1.0)
+
+
+def test_a_model_keyed_on_the_source_look_fails_the_external_source_and_one_keyed_on_content_does_not():
+    """Issue 25's known answer. Training sources: COVID-19 films are framed (the publication look) and carry
+    the disease (a dark centre); normal films are plain and clear. The external hospital's films are never
+    framed: its COVID-19 films have the dark centre, its normal films not. The border reader looks perfect on
+    the test split and misses every external COVID-19 film; the centre reader gets both right."""
+    def sick(k: int) -> np.ndarray:
+        image = film(k)
+        image[60:164, 60:164] = 40  # what the lungs show
+        return image
+
+    test_images = [nuisance.frame(sick(k), 0.1, 0) for k in range(8)] + [film(50 + k) for k in range(8)]
+    external_images = [sick(200 + k) for k in range(10)] + [film(300 + k) for k in range(10)]
+    labels = ["covid"] * 8 + ["normal"] * 8
+    for classifier, carries in ((linear_classifier(KEYED), False), (linear_classifier(CENTRE), True)):
+        test = pd.DataFrame({"label": labels, "source": ["covid"] * 8 + ["kermany"] * 8,
+                             "predicted": [CLASSES[i] for i in classifier.predict_gray(test_images, 8).argmax(axis=1)]})
+        external = pd.DataFrame({"label": ["covid"] * 10 + ["normal"] * 10, "source": "actualmed",
+                                 "predicted": [CLASSES[i] for i in
+                                               classifier.predict_gray(external_images, 8).argmax(axis=1)]})
+        assert (test["predicted"] == test["label"]).all()  # both look perfect on the test split
+        summary = controls.summarize_external(external, test, "covid", CLASSES, 0.95)
+        assert summary["internal"]["sensitivity"]["rate"] == 1.0
+        assert summary["sensitivity"]["rate"] == (1.0 if carries else 0.0)
+        assert summary["specificity"]["rate"] == 1.0  # plain normal films are normal to both
+        source = summary["by_source"]["actualmed"]
+        assert source["answers"]["covid"] == (10 if carries else 0) and source["sensitivity"]["n"] == 10
+        assert source["by_class"]["normal"]["called_normal"]["rate"] == 1.0
+        warned = controls.external_warnings(summary)
+        assert bool(warned) != carries and (carries or "covid sensitivity on the external source(s) is 0%" in warned[0])

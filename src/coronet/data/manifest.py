@@ -23,7 +23,7 @@ from coronet.data.duplicates import (
     perceptual_hashes,
     pixel_digest,
 )
-from coronet.data.sources import Candidate, Rejection
+from coronet.data.sources import SCORED_ONLY, Candidate, Rejection
 from coronet.files import sha256_bytes
 from coronet.images import ImageDecodeError, decode_grayscale
 from coronet.params import MergeParams
@@ -74,12 +74,12 @@ class Selection:
         for row in self.rows:
             row["near_duplicate_group"] = groups[row["id"]]
 
-    def separate_controls(self, role: str) -> None:
-        """Keeps the same-source controls apart from what is trained on: a control sharing a patient or a
-        near-duplicate group with an image of the pool is rejected (it would be scored on what the model has
-        seen). With role ``train`` the controls that have a class join the pool (cohort ``mixed``) and only
-        those without one must stay apart."""
-        if role == "train":
+    def keep_apart(self, control_role: str) -> None:
+        """Keeps what is only scored apart from what is trained on: a same-source control or an external
+        source's image sharing a patient or a near-duplicate group with an image of the pool is rejected (it
+        would be scored on what the model has seen). With params merge.controls.role ``train`` the controls
+        that have a class join the pool (cohort ``mixed``) and only those without one must stay apart."""
+        if control_role == "train":
             for row in self.rows:
                 if row["cohort"] == "control" and row["label"]:
                     row["cohort"] = "mixed"
@@ -87,19 +87,21 @@ class Selection:
         if frame.empty:
             return
         component = connected_groups(frame, ["patient_id", "near_duplicate_group"])
-        trained = set(component[(frame["cohort"] != "control").to_numpy()])
-        overlapping = (frame["cohort"] == "control").to_numpy() & np.isin(component, list(trained))
+        scored_only = frame["cohort"].isin(SCORED_ONLY).to_numpy()
+        trained = set(component[~scored_only])
+        overlapping = scored_only & np.isin(component, list(trained))
         for row in [r for r, out in zip(self.rows, overlapping, strict=True) if out]:
             self.rows.remove(row)
             self.stats = [s for s in self.stats if s["id"] != row["id"]]
-            self.rejected.append(Rejection(row["source"], "", row["original_path"], "control_overlap",
+            what = "a control" if row["cohort"] == "control" else "an external source's image"
+            self.rejected.append(Rejection(row["source"], "", row["original_path"], f"{row['cohort']}_overlap",
                                            f"same patient or near duplicate as images of the classes' pool "
-                                           f"({row['patient_id']}): a control must share nothing with them",
+                                           f"({row['patient_id']}): {what} must share nothing with them",
                                            row["label"]))
 
     def missing_classes(self, classes: list[str]) -> list[str]:
         """Each class with no usable image, with its most common reasons (rejected.csv has the rest)."""
-        have = {r["label"] for r in self.rows if r["cohort"] != "control"}
+        have = {r["label"] for r in self.rows if r["cohort"] not in SCORED_ONLY}
         rejected = self.rejected_frame()
         messages = []
         for label in classes:
@@ -136,7 +138,8 @@ def select(pool: list[Candidate], cfg: MergeParams) -> Selection:
     Candidates are visited patient by patient; a file that does not decode, cannot be an X-ray (the input
     checks refuse it) or repeats an image already taken (the same bytes, or other bytes with the same
     decoded pixels) is rejected with its reason and the id it duplicates, and the next candidate is taken
-    instead. The first copy visited is kept: the classes first, in params order, then the controls.
+    instead. The first copy visited is kept: the classes first, in params order, then the controls, then the
+    external sources' images (a copy of an image trained on is turned down as a duplicate).
     """
     classes = cfg.classes
     if unknown := sorted({c.label for c in pool if c.label} - set(classes)):
@@ -146,8 +149,9 @@ def select(pool: list[Candidate], cfg: MergeParams) -> Selection:
     seen_pixels: dict[str, str] = {}
     groups = [(label, int(cfg.counts[label]), [c for c in pool if c.label == label and c.cohort == "pool"])
               for label in classes]
-    controls = [c for c in pool if c.cohort != "pool"]
-    groups.append(("controls", len(controls), controls))
+    for cohort in ("controls", "external"):  # every usable one, after the classes: a copy of a pool image is not
+        scored = [c for c in pool if c.cohort != "pool" and (c.cohort == "external") == (cohort == "external")]
+        groups.append((cohort, len(scored), scored))
     with ArchiveReader() as reader:
         for label, wanted, candidates in groups:
             rng = random.Random(f"{cfg.seed}:{label}")
@@ -194,6 +198,6 @@ def select(pool: list[Candidate], cfg: MergeParams) -> Selection:
                 taken += 1
                 bar.update(1)
             bar.close()
-            if taken < wanted and label != "controls":
+            if taken < wanted and label in classes:
                 selection.shortfall[label] = (wanted, taken)
     return selection

@@ -105,3 +105,18 @@ def publication_look(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.uniform() < 0.4:
         gray = nuisance.marker(gray, float(rng.uniform(0.1, 0.2)), rng, str(rng.choice(nuisance.MARKER_TEXTS)))
     return gray
+
+
+def hospital_look(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A film as one hospital's computed radiography system stores it, unlike both other twins: brighter and
+    flatter (its processing curve), dark collimation strips at the sides, and a small lead "R" marker near the
+    top edge of every film (no figure frame, no burned-in text)."""
+    gray = nuisance.gamma(nuisance.contrast(gray, -0.25), -0.4)
+    out = gray.copy()
+    width = max(1, int(out.shape[1] * rng.uniform(0.03, 0.06)))
+    out[:, :width] = out[:, -width:] = 10
+    side = max(4, out.shape[0] // 16)
+    top, left = max(1, out.shape[0] // 30), out.shape[1] - width - 2 * side
+    out[top : top + side, left : left + side] = 245
+    out[top + side // 4 : top + 3 * side // 4, left + side // 3 : left + 2 * side // 3] = 40
+    return out

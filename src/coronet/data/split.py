@@ -1,6 +1,7 @@
 """Train / val / test assignment: stratified by class and grouped, so that no patient (with
 ``group_by: patient``), no identical image and no group of near duplicates spans two splits. The
-same-source controls that are only scored (manifest cohort ``control``) form a fourth split, ``control``."""
+same-source controls that are only scored (manifest cohort ``control``) form a split of their own,
+``control``, and an external source's images (cohort ``external``) another, ``external``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from coronet.errors import DataError
 
 SPLITS = ("train", "val", "test")
 CONTROL = "control"  # never trained on, never in the test metrics: scored on its own
+EXTERNAL = "external"  # an external source's images: never trained on, never in validation, scored on their own
+SCORED_SPLITS = {"control": CONTROL, "external": EXTERNAL}  # manifest cohort -> its own split
 # Columns whose equal values must share a split whatever group_by says: identical originals, identical
 # decoded pixels, identical processed PNGs, and merge's near-duplicate groups.
 IMAGE_KEYS = ("sha256", "pixel_sha256", "png_sha256", "near_duplicate_group")
@@ -52,15 +55,15 @@ def _holdout(frame: pd.DataFrame, groups: np.ndarray, share: float, seed: int, w
 
 
 def assign_splits(index: pd.DataFrame, test_size: float, val_size: float, group_by: str, seed: int) -> pd.DataFrame:
-    """id, split for every image: the controls (cohort ``control``) in their own split, the rest in train,
-    val and test. Deterministic: rows are ordered by id before anything random."""
+    """id, split for every image: the controls and the external sources' images (cohorts ``control``,
+    ``external``) each in their own split, the rest in train, val and test. Deterministic: rows are ordered by
+    id before anything random."""
     frame = index.sort_values("id", ignore_index=True)
     if "cohort" in frame.columns:
-        controls = frame[frame["cohort"] == "control"]
-        rest = assign_splits(frame[frame["cohort"] != "control"].drop(columns="cohort"), test_size, val_size,
-                             group_by, seed)
-        return pd.concat([rest, pd.DataFrame({"id": controls["id"], "split": CONTROL})]).sort_values(
-            "id", ignore_index=True)
+        scored = frame["cohort"].isin(list(SCORED_SPLITS))
+        rest = assign_splits(frame[~scored].drop(columns="cohort"), test_size, val_size, group_by, seed)
+        apart = pd.DataFrame({"id": frame.loc[scored, "id"], "split": frame.loc[scored, "cohort"].map(SCORED_SPLITS)})
+        return pd.concat([rest, apart]).sort_values("id", ignore_index=True)
     groups = split_groups(frame, group_by)
     split = np.full(len(frame), "train", dtype=object)
     test = _holdout(frame, groups, test_size, seed, "test")
@@ -105,9 +108,10 @@ def check_leakage(frame: pd.DataFrame, group_by: str) -> dict[str, int]:
 
 
 def split_summary(frame: pd.DataFrame, classes: list[str]) -> dict[str, dict[str, int]]:
-    """Images per class per split (the control split too, where there is one), plus totals and patients."""
+    """Images per class per split (the control and external splits too, where there are), plus totals and
+    patients."""
     summary: dict[str, dict[str, int]] = {}
-    for name in [*SPLITS, *([CONTROL] if (frame["split"] == CONTROL).any() else [])]:
+    for name in [*SPLITS, *(s for s in SCORED_SPLITS.values() if (frame["split"] == s).any())]:
         part = frame[frame["split"] == name]
         counts = part["label"].value_counts()
         summary[name] = {c: int(counts.get(c, 0)) for c in classes}

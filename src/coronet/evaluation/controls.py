@@ -1,9 +1,14 @@
-"""Is it COVID-19 or the source? The same-source controls, scored.
+"""Is it COVID-19 or the source? The images only ever scored, never trained on: the same-source controls
+and the external sources, one implementation for both (rates with Wilson intervals, the comparison, the
+warning).
 
 The COVID-19 collection's X-rays of other findings share its look (figures from papers, adults) without
 COVID-19. A model that learned the disease calls few of them COVID; a model that learned the source
 calls most of them COVID. Their rate is set beside the rate at which the other source's non-COVID test
 images are called COVID, and the controls whose finding maps to a class are scored on that class.
+
+An external source (params merge.sources.<name>.role: external) is a hospital the model never saw: its
+COVID-19 films give the sensitivity, its other films the specificity, set beside the test split's own.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coronet.data.split import CONTROL
+from coronet.data.split import CONTROL, EXTERNAL
 from coronet.evaluation.intervals import wilson
 
 
@@ -23,9 +28,63 @@ def control_rows(images: pd.DataFrame) -> np.ndarray:
     return ((images["split"] == CONTROL) | ((images["cohort"] == "mixed") & (images["split"] == "test"))).to_numpy()
 
 
+def external_rows(images: pd.DataFrame) -> np.ndarray:
+    """Which rows of ``images`` are an external source's (the external split)."""
+    return (images["split"] == EXTERNAL).to_numpy()
+
+
 def rate(hits: pd.Series, level: float) -> dict[str, Any]:
     n, k = len(hits), int(hits.sum())
     return {"n": n, "called": k, "rate": (k / n) if n else None, "interval": wilson(k, n, level)}
+
+
+def clearly_above(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether rate ``a`` lies above rate ``b`` beyond what their sizes allow: their intervals do not meet."""
+    return bool(a["n"] and b["n"] and a["interval"]["low"] > b["interval"]["high"])
+
+
+def screening_rates(frame: pd.DataFrame, screening: str, level: float) -> dict[str, dict[str, Any]]:
+    """Sensitivity (films of the screened class called it) and specificity (the others not called it)."""
+    positive = frame["label"] == screening
+    return {"sensitivity": rate(frame.loc[positive, "predicted"] == screening, level),
+            "specificity": rate(frame.loc[~positive, "predicted"] != screening, level)}
+
+
+def summarize_external(external: pd.DataFrame, test: pd.DataFrame, screening: str | None, classes: list[str],
+                       level: float) -> dict[str, Any]:
+    """``external``: the external sources' predictions (label, source, predicted); ``test``: the test split's.
+    Per source: the screened class's sensitivity and specificity, each other class's films called that class
+    and called the screened one, and the distribution of answers; pooled over the sources the two headline
+    rates, beside the test split's own."""
+    if screening is None:
+        return {"not_computed": "params.yaml screening_class is not set: there is no class to be called"}
+    if external.empty:
+        return {"not_computed": "no external source (params merge.sources: none has role external, or its "
+                                "images were all turned down; see data/interim/rejected.csv)"}
+    by_source = {}
+    for source, part in external.groupby("source", sort=True):
+        films = {label: {"n": len(films), f"called_{label}": rate(films["predicted"] == label, level),
+                         f"called_{screening}": rate(films["predicted"] == screening, level)}
+                 for label, films in part.groupby("label", sort=True) if label != screening}
+        by_source[source] = {**screening_rates(part, screening, level), "by_class": films,
+                             "answers": {c: int((part["predicted"] == c).sum()) for c in classes}}
+    return {"screening_class": screening, **screening_rates(external, screening, level),
+            "internal": screening_rates(test, screening, level), "by_source": by_source}
+
+
+def external_warnings(summary: dict[str, Any]) -> list[str]:
+    """A warning for each headline rate whose external interval lies below the test split's."""
+    if "not_computed" in summary:
+        return []
+    name, found = summary["screening_class"], []
+    for what in ("sensitivity", "specificity"):
+        outside, inside = summary[what], summary["internal"][what]
+        if clearly_above(inside, outside):
+            found.append(f"{name} {what} on the external source(s) is {outside['rate']:.0%} "
+                         f"({outside['interval']['low']:.0%}-{outside['interval']['high']:.0%}, n={outside['n']}) "
+                         f"against {inside['rate']:.0%} on the test split: the model does not carry to a hospital "
+                         "it never saw")
+    return found
 
 
 def summarize(controls: pd.DataFrame, test: pd.DataFrame, screening: str | None, level: float) -> dict[str, Any]:
@@ -64,7 +123,7 @@ def verdict(summary: dict[str, Any]) -> str:
     if o["n"]:
         line += (f", against {o['called']} of {o['n']} non-{name} test images of the other source "
                  f"({o['rate']:.0%}, {o['interval']['low']:.0%}-{o['interval']['high']:.0%})")
-    if o["n"] and c["interval"]["low"] > o["interval"]["high"]:
+    if clearly_above(c, o):
         return line + (f". The controls have no {name} yet are called {name} far more often: the model reads the "
                        "source's look, not (only) the disease.")
     return line + (". The two rates' intervals overlap: these controls give no evidence that the model calls the "

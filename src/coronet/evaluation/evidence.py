@@ -43,11 +43,11 @@ def intervals(predictions: pd.DataFrame, classes: list[str], resamples: int, see
     }
 
 
-def collect(predictions: pd.DataFrame, controls: pd.DataFrame, images: pd.DataFrame, stats: pd.DataFrame,
-            features: np.ndarray, cfg: EvaluateParams) -> dict[str, Any]:
+def collect(predictions: pd.DataFrame, controls: pd.DataFrame, external: pd.DataFrame, images: pd.DataFrame,
+            stats: pd.DataFrame, features: np.ndarray, cfg: EvaluateParams) -> dict[str, Any]:
     """``images``: every image with id, split, cohort, source, patient_id, hashes, age (all splits, the
     controls too); ``features``: the model's penultimate activations for ``images`` rows, in that order;
-    ``controls``: the scored same-source controls' predictions."""
+    ``controls``: the scored same-source controls' predictions; ``external``: the external sources'."""
     classes = cfg.scheme.classes
     cohorts = {name: source.cohort_ages for name, source in sources.registered().items()}
     test = predictions.merge(images[["id", "source", "age"]], on="id", validate="one_to_one")
@@ -65,5 +65,6 @@ def collect(predictions: pd.DataFrame, controls: pd.DataFrame, images: pd.DataFr
                            "model_features": source_probe(features, source, cfg.probe_folds, cfg.seed),
                            "images": len(images)},
         "controls": same_source.summarize(controls, test, cfg.scheme.screening, cfg.ci_level),
+        "external": same_source.summarize_external(external, test, cfg.scheme.screening, classes, cfg.ci_level),
         "leakage": leakage_counts(images),
     }

@@ -111,6 +111,10 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
         name = controls["screening_class"]
         result["controls"] = {f"{name}_rate": controls["called_screening"]["rate"],
                               f"other_source_{name}_rate": controls["other_source_called_screening"]["rate"]}
+    external = metrics.get("external", {})
+    if "sensitivity" in external:  # a hospital the model never saw (evaluation.controls)
+        name = external["screening_class"]
+        result["external"] = {f"{name}_{what}": external[what]["rate"] for what in ("sensitivity", "specificity")}
     if "accuracy" in metrics["grouped"]:
         result["grouped_accuracy"] = metrics["grouped"]["accuracy"]
     result.update({

@@ -7,7 +7,7 @@ from typing import Any
 from coronet import nuisance
 from coronet.data import sources
 from coronet.evaluation.confounds import PROBE_WARNING_AUC
-from coronet.evaluation.controls import verdict
+from coronet.evaluation.controls import clearly_above, verdict
 from coronet.evaluation.intervals import shown
 from coronet.evaluation.stress import LUNG_TESTS
 from coronet.records import RunRecord
@@ -139,6 +139,43 @@ def data_section(data: dict[str, Any], licences: dict[str, int], synthetic: bool
 {licence_lines}"""
 
 
+def external_section(external: dict[str, Any]) -> str:
+    """A hospital the model never saw: each external source's films, scored, in plain words."""
+    if "not_computed" in external:
+        return f"""## A hospital the model never saw
+Not computed: {external["not_computed"]}.
+"""
+    name = external["screening_class"]
+
+    def shown_rate(r: dict[str, Any]) -> str:
+        return f"{r['called']}/{r['n']} = {_pct(r['rate'])}{_ci(r['interval'])}" if r["n"] else "no films"
+
+    rows = []
+    for source, part in external["by_source"].items():
+        others = "; ".join(f"{label} films called {label} {shown_rate(v[f'called_{label}'])}, called {name} "
+                           f"{shown_rate(v[f'called_{name}'])}" for label, v in part["by_class"].items()) or "-"
+        answers = ", ".join(f"{c} {n}" for c, n in part["answers"].items())
+        rows.append([source, shown_rate(part["sensitivity"]), shown_rate(part["specificity"]), others, answers])
+    inside, outside = external["internal"], external
+    gap = [what for what in ("sensitivity", "specificity") if clearly_above(inside[what], outside[what])]
+    verdict_line = (f"**Its {' and '.join(gap)} fall well below the test split's**: what the model learned does "
+                    "not carry to a hospital it never saw; the test split's numbers describe the two training "
+                    "collections, not chest X-rays in general." if gap else
+                    "Within what this many films can show, the external figures agree with the test split's.")
+    return f"""## A hospital the model never saw
+Films of a hospital whose images were never trained on, never used for validation and share no patient or
+near duplicate with the training data (params merge.sources, role external). Its COVID-19 films give the
+{name} sensitivity, its other films the specificity; a model that reads the source rather than the disease
+fails here even when the test split looks good (DeGrave, Janizek & Lee 2021). Test split for comparison:
+sensitivity {shown_rate(inside["sensitivity"])}, specificity {shown_rate(inside["specificity"])}.
+
+{_table(["source", f"{name} sensitivity (95% interval)", "specificity", "other films", "answers"], rows)}
+
+All external films: sensitivity {shown_rate(outside["sensitivity"])}, specificity
+{shown_rate(outside["specificity"])}. {verdict_line}
+"""
+
+
 def render(metrics: dict[str, Any], data: dict[str, Any], run: RunRecord, licences: dict[str, int],
            classes: list[str], stress: dict[str, Any] | None = None) -> str:
     """``data``: metrics/data.json (counts, the split's settings, the download source); ``run``: the train
@@ -165,7 +202,7 @@ def render(metrics: dict[str, Any], data: dict[str, Any], run: RunRecord, licenc
                   "n/a" if metrics["roc_auc"][c] is None else f"{metrics['roc_auc'][c]:.3f}"
                   + _ci(ci["roc_auc"][c], n, 1, 3), str(s["support"])]
                  for c, s in ((c, metrics["per_class"][c]) for c in classes)]
-    splits = [s for s in ("train", "val", "test", "control") if s in data["images"]]
+    splits = [s for s in ("train", "val", "test", "control", "external") if s in data["images"]]
     counts = [[c, *(str(data["images"][s].get(c, 0)) for s in splits)] for c in classes]
     counts += [[row, *(str(data["images"][s][key]) for s in splits)] for row, key in (("all images", "total"),
                                                                                       ("patients", "patients"))]
@@ -242,6 +279,7 @@ Patients in more than one split: {leak["patients_shared"]}; identical images in 
 {leak.get("near_duplicate_groups_shared", "not checked")}.{"" if group_by == "patient" else IMAGE_LEVEL_NOTE}
 
 {controls_section(metrics["controls"])}
+{external_section(metrics.get("external", {"not_computed": "not evaluated by this version"}))}
 {stress_section(stress, classes) if stress else ""}
 ## What the model looked at
 Grad-CAM on test images per class, correct and wrong:
@@ -249,7 +287,7 @@ Grad-CAM on test images per class, correct and wrong:
 ![Grad-CAM panel](figures/gradcam_panel.png)
 
 ## Known limitations
-- Two sources, each tied to labels: see the confound probe; external validation is missing.
+- Two training sources, each tied to labels: see the confound probe and "A hospital the model never saw".
 - COVID-19 images are figures from publications (cropped, annotated, re-encoded), not hospital DICOMs.
 - Kermany labels come from file names; per-image age and sex are unknown there.
 - Small test set: the intervals above are wide; differences inside them are not evidence.

@@ -14,7 +14,9 @@ def shown_metrics(screening: str | None) -> dict[str, str]:
     """Headline metrics shown, in order (metrics/metrics.json keys -> column titles)."""
     screened = {f"{screening}_vs_rest.sensitivity": f"{screening} sens",
                 f"{screening}_vs_rest.specificity": f"{screening} spec",
-                f"controls.{screening}_rate": f"ctrl {screening}"} if screening else {}
+                f"controls.{screening}_rate": f"ctrl {screening}",
+                f"external.{screening}_sensitivity": f"ext {screening} sens",
+                f"external.{screening}_specificity": "ext spec"} if screening else {}
     return {"accuracy": "accuracy", "macro_f1": "macro F1", "weighted_f1": "wtd F1", "grouped_accuracy": "grouped",
             **screened, "ece": "ECE", "n_test": "n test"}
 

@@ -27,8 +27,11 @@ from coronet.evaluation.intervals import shown
 NUISANCE = {"train.nuisance.frame.p": 0.5, "train.nuisance.marker.p": 0.3, "train.nuisance.crop_zoom.p": 0.3,
             "train.nuisance.jpeg.p": 0.3, "train.nuisance.downscale.p": 0.3, "train.nuisance.gamma.p": 0.3}
 MIXING = {"merge.controls.role": "train"}
+# Only adult non-COVID films can teach that an adult film is not COVID-19: the controls with a class join their
+# classes, and each class draws equally from every source that has it.
+ADULTS = {**MIXING, "train.balance_sources": "true"}
 VARIANTS: dict[str, dict[str, Any]] = {"baseline": {}, "nuisance": NUISANCE, "mixing": MIXING,
-                                       "both": {**NUISANCE, **MIXING}}
+                                       "both": {**NUISANCE, **MIXING}, "adults": ADULTS}
 FRAME = ("frame_median", "0.2")  # the stress test the table reports: a 20% uniform frame
 POLL_S = 5
 
@@ -109,7 +112,17 @@ def row(name: str, rev: str, screening: str) -> dict[str, str]:
         "lungs removed (chance)": (f"{_pct(lungs.get('accuracy'))} ({_pct(lungs.get('chance'))})"
                                    if lungs else "-"),
         "probe AUC": f"{probe['auc']:.2f}" if "auc" in probe else "-",
+        **external_columns(evidence.get("external", {}), screening),
     }
+
+
+def external_columns(external: dict[str, Any], screening: str) -> dict[str, str]:
+    """The two columns of a hospital the model never saw: sensitivity and specificity with interval and n."""
+    def cell(r: dict[str, Any] | None) -> str:
+        return f"{_pct(r['rate'])}{_ci(r['interval'])} n={r['n']}" if r and r["n"] else "-"
+
+    return {f"external {screening} sens": cell(external.get("sensitivity")),
+            "external spec": cell(external.get("specificity"))}
 
 
 def table(rows: list[dict[str, Any]], screening: str, prefix: str | None = None) -> str:

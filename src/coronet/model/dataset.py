@@ -45,6 +45,20 @@ def load_split(name: str, images_csv: Path, splits_csv: Path) -> pd.DataFrame:
     return frame[frame["split"] == name].reset_index(drop=True)
 
 
+def balance_sources(frame: pd.DataFrame) -> pd.DataFrame:
+    """The training rows with each class drawing equally from every source that has it: within a class, a
+    smaller source's rows are repeated (in id order, whole rounds first) up to the largest source's count.
+    Without it a class's rare source (the adults' normal films among thousands of children's) barely
+    counts, and "adult" stays a shortcut to COVID-19."""
+    parts = []
+    for _, by_class in frame.groupby("label", sort=True):
+        largest = by_class["source"].value_counts().max()
+        for _, cell in by_class.groupby("source", sort=True):
+            cell = cell.sort_values("id")
+            parts.append(cell.iloc[np.arange(largest) % len(cell)])
+    return pd.concat(parts, ignore_index=True).sort_values(["id"], kind="stable", ignore_index=True)
+
+
 def build_augmenter(cfg: AugmentParams, seed: int) -> Any:
     """Keras preprocessing layers standing in for the authors' ImageDataGenerator settings.
 

@@ -58,6 +58,13 @@ def model_summary(served: Any) -> str:
         if controls:
             rate = _pct(controls["rate"]) + _ci(controls["interval"])
             parts.append(f"same-source controls called {screening}: {rate}")
+        external = evidence.get("external", {})
+        if "sensitivity" in external:  # a hospital it never saw
+            sources = ", ".join(external["by_source"])
+            parts.append(f"on a hospital it never saw ({sources}): {screening} sensitivity "
+                         f"{_pct(external['sensitivity']['rate'])}{_ci(external['sensitivity']['interval'])}, "
+                         f"specificity {_pct(external['specificity']['rate'])}"
+                         f"{_ci(external['specificity']['interval'])}")
         parts.append(f"calibration error (ECE) {head.get('ece', 0):.3f}")
         lines.append("**Its test results:** " + "; ".join(parts) + ".")
     else:

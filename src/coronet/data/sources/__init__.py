@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from coronet.data.sources.base import COHORTS, Candidate, MetadataError, Rejection, Source
+from coronet.data.sources.base import COHORTS, SCORED_ONLY, Candidate, MetadataError, Rejection, Source
 from coronet.errors import ParamsError
 
-__all__ = ["COHORTS", "Candidate", "MetadataError", "Rejection", "Source", "get", "registered"]
+__all__ = ["COHORTS", "SCORED_ONLY", "Candidate", "MetadataError", "Rejection", "Source", "get", "registered"]
 
 
 def registered() -> dict[str, Source]:

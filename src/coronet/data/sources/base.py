@@ -7,9 +7,12 @@ licence, and where its bytes live (an archive and a member inside it).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import io
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
+
+import pandas as pd
 
 from coronet.errors import UserError
 
@@ -17,8 +20,10 @@ if TYPE_CHECKING:
     from coronet.params import MergeParams, SyntheticParams
 
 # What a chosen image is for: the classification pool (Table II), a same-source control that is only
-# ever scored, or a same-source control mixed into the pool (params merge.controls.role: train).
-COHORTS = ("pool", "control", "mixed")
+# ever scored, a same-source control mixed into the pool (params merge.controls.role: train), or an image of
+# an external source (params merge.sources.<name>.role: external), only ever scored.
+COHORTS = ("pool", "control", "mixed", "external")
+SCORED_ONLY = ("control", "external")  # cohorts never trained on: each is kept apart from the pool
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,10 @@ class Candidate:
 
     def as_row(self) -> dict[str, str]:
         return asdict(self)
+
+    def in_role(self, role: str) -> Candidate:
+        """This candidate as its source's role has it: a pool image of an external source is external."""
+        return replace(self, cohort="external") if role == "external" and self.cohort == "pool" else self
 
 
 @dataclass(frozen=True)
@@ -79,3 +88,28 @@ class Source(Protocol):
     def write_synthetic(self, path: Path, cfg: SyntheticParams, classes: list[str]) -> None:
         """An archive in exactly this source's layout, with generated images (the offline twin)."""
         ...
+
+
+def find_metadata(names: list[str], archive: str) -> str:
+    """An archive's metadata.csv: at the top or one folder down (GitHub archives add a root folder)."""
+    found = [n for n in names if PurePosixPath(n).name == "metadata.csv" and len(PurePosixPath(n).parts) <= 2]
+    if not found:
+        raise MetadataError(f"no metadata.csv at the top of the {archive} archive")
+    return min(found, key=len)
+
+
+def read_metadata_csv(data: bytes | str, required: tuple[str, ...], archive: str, params_key: str) -> pd.DataFrame:
+    """A source's metadata.csv as strings, column names stripped and lower case, cells stripped; a
+    MetadataError naming what is missing when it is not that source's file."""
+    try:
+        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise MetadataError(f"the {archive} archive's metadata.csv cannot be read as CSV ({exc}); "
+                            f"check {params_key} or the mirror's copy") from exc
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    frame = frame.loc[:, [c for c in frame.columns if c and not c.startswith("unnamed:")]]
+    if missing := [c for c in required if c not in frame.columns]:
+        raise MetadataError(f"the {archive} archive's metadata.csv lacks column(s) {missing} (it has "
+                            f"{list(frame.columns)}): is {params_key} an archive of that source?")
+    return frame.apply(lambda col: col.str.strip())

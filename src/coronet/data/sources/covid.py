@@ -18,18 +18,10 @@ import pandas as pd
 
 from coronet.data import archives
 from coronet.data.phantom import draw_xray, encode, publication_look, write_zip
-from coronet.data.sources.base import Candidate, MetadataError, Rejection
+from coronet.data.sources.base import Candidate, Rejection, find_metadata, read_metadata_csv
 from coronet.params import ControlParams, MergeParams, SyntheticParams
 
 REQUIRED = ("patientid", "finding", "view", "filename")
-
-
-def find_metadata(names: list[str]) -> str:
-    """The archive's metadata.csv: at the top or one folder down (GitHub archives add a root folder)."""
-    found = [n for n in names if PurePosixPath(n).name == "metadata.csv" and len(PurePosixPath(n).parts) <= 2]
-    if not found:
-        raise MetadataError("no metadata.csv at the top of the COVID-19 archive")
-    return min(found, key=len)
 
 
 def read_metadata(data: bytes | str) -> pd.DataFrame:
@@ -38,23 +30,11 @@ def read_metadata(data: bytes | str) -> pd.DataFrame:
     Old headers differ (``Patientid``, `` url``), the newest rows end in a trailing comma (an empty
     column) and the oldest have no ``modality`` column: all are read alike here.
     """
-    try:
-        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise MetadataError(f"the COVID-19 archive's metadata.csv cannot be read as CSV ({exc}); "
-                            "check download.archives.covid.url or the mirror's copy") from exc
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    frame = frame.loc[:, [c for c in frame.columns if c and not c.startswith("unnamed:")]]
-    missing = [c for c in REQUIRED if c not in frame.columns]
-    if missing:
-        raise MetadataError(f"the COVID-19 archive's metadata.csv lacks column(s) {missing} (it has "
-                            f"{list(frame.columns)}): is download.archives.covid.url an archive of "
-                            "covid-chestxray-dataset?")
+    frame = read_metadata_csv(data, REQUIRED, "COVID-19", "download.archives.covid.url")
     for optional in ("modality", "folder", "age", "sex", "license"):
         if optional not in frame.columns:
             frame[optional] = ""
-    return frame.apply(lambda col: col.str.strip())
+    return frame
 
 
 def is_xray(row: pd.Series) -> bool:
@@ -93,7 +73,7 @@ class CovidSource:
         """X-ray rows of the chosen views: COVID-19 rows as the covid class, the rest as same-source
         controls (or rejected, with params merge.controls.role off)."""
         names = archives.names(archive)
-        meta_name = find_metadata(names)
+        meta_name = find_metadata(names, "COVID-19")
         with archives.ArchiveReader() as reader:
             frame = read_metadata(reader.read(archive, meta_name))
         root = PurePosixPath(meta_name).parent
