@@ -28,7 +28,8 @@ def main() -> int:
     selection.keep_apart(cfg.controls.role)
     rejected = selection.rejected_frame()
     write_csv(paths.REJECTED, rejected)  # written first: it explains a failure below
-    if missing := selection.missing_classes(cfg.classes):
+    external = {name for name in archives if cfg.source(name).role == "external"}
+    if missing := selection.missing_classes(cfg.classes, external):
         raise DataError(f"no usable image for class {'; '.join(missing)}; every record turned down is listed with "
                         f"its reason in {paths.REJECTED}. Check the archives (download) and merge.views / "
                         "merge.covid_finding.")

@@ -260,9 +260,7 @@ class ControlParams:
     reject: tuple[str, ...]
 
     @classmethod
-    def parse(cls, cfg: Section, classes: list[str], screening: str | None) -> ControlParams:
-        """``screening``: the class the controls are scored against (params screening_class); they are films
-        without it, so no finding may be mapped to it."""
+    def parse(cls, cfg: Section, classes: list[str]) -> ControlParams:
         role = cfg.only("role", "classes", "reject").choice("role", CONTROL_ROLES)
         mapping = cfg.section("classes", " of class -> list of findings")
         finding_class: dict[str, str] = {}
@@ -270,10 +268,6 @@ class ControlParams:
             if label not in classes:
                 raise ParamsError(f"params.yaml: merge.controls.classes names {label!r}, which is not in classes "
                                   f"{classes}")
-            if label == screening:
-                raise ParamsError(f"params.yaml: merge.controls.classes maps findings to {label!r}, the screened "
-                                  f"class: same-source controls are the collection's films without {label}; map "
-                                  "them to other classes")
             for finding in mapping.names(label):
                 key = finding.strip().lower()
                 if key in finding_class:
@@ -340,7 +334,7 @@ class MergeParams:
         return cls(classes, project_seed(params), cfg.names("views"), cfg.name("covid_finding"),
                    cfg.integer("near_duplicate_max_distance", low=0),
                    {label: counts.integer(label, low=0) for label in classes},
-                   ControlParams.parse(cfg.section("controls"), classes, params.get("screening_class")),
+                   ControlParams.parse(cfg.section("controls"), classes),
                    {name: SourceParams.parse(roles.section(name, " with a role"), classes) for name in roles})
 
 

@@ -129,8 +129,6 @@ def test_class_group_errors_name_the_class_or_group(groups, says):
     ("merge.controls.classes.normal", ["No Finding", "SARS"], "maps finding 'SARS' twice (pneumonia_viral and normal)"),
     ("merge.controls.classes.normal", ["no finding", "No Finding"], "maps finding 'No Finding' twice"),
     ("merge.controls.reject", ["todo", "SARS"], "merge.controls.reject lists ['sars'], which merge.controls.classes"),
-    # issue 24, defect 8: controls are the collection's films without COVID-19; mapping them to it is a contradiction
-    ("merge.controls.classes.covid", ["Unknown"], "maps findings to 'covid', the screened class"),
     # issue 24, defect 3: `reject: [1, 2]` was a traceback in merge
     ("merge.controls.reject", [1, 2], "merge.controls.reject must be a non-empty list of distinct names"),
 ])

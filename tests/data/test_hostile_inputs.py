@@ -261,7 +261,7 @@ def test_missing_metadata_columns_and_a_class_without_images(stage_project, tmp_
     message = user_error(stage(project, "merge"))
     assert "no usable image for class covid (5 missing_file, 1 view)" in message and "rejected.csv" in message
     rejected = pd.read_csv(project / "data/interim/rejected.csv")  # the reasons are kept for the user
-    assert (rejected["label"] == "covid").sum() == 6
+    assert ((rejected["label"] == "covid") & (rejected["source"] == "covid")).sum() == 6
 
 
 def test_data_that_cannot_be_split_is_one_error_line(stage_project, stage):

@@ -229,3 +229,16 @@ def test_a_bad_source_role_is_one_error(key, value, says):
     dict.__setitem__(node, leaf, Section(value, node.path + leaf + ".") if isinstance(value, dict) else value)
     with pytest.raises(ParamsError, match=re.escape(says)):
         MergeParams.parse(params)
+
+
+def test_a_control_mapped_to_covid_is_one_error(tmp_path):
+    """Issue 24, defect 8: a same-source control mapped to covid was accepted without a word (the controls are
+    the collection's films without COVID-19)."""
+    from coronet.params import SyntheticParams
+
+    path = tmp_path / "c.zip"
+    covid.SOURCE.write_synthetic(path, SyntheticParams(1, 2, 64, 1), ["covid", "normal", "pneumonia_bacterial",
+                                                                      "pneumonia_viral"])
+    params = params_with({"merge.controls.classes.covid": ["Pneumocystis"]})
+    with pytest.raises(ParamsError, match=re.escape("merge.controls.classes maps findings to 'covid': the same-source")):
+        covid.SOURCE.candidates(path, MergeParams.parse(params))

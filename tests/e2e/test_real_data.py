@@ -18,7 +18,9 @@ import pytest
 from conftest import REFERENCE, make_project, run_tool
 
 REAL_MINI = REFERENCE / "real-mini"
-pytestmark = pytest.mark.skipif(not REAL_MINI.is_dir(), reason="../shared/reference/real-mini is absent")
+ACTUALMED_MINI = REFERENCE / "actualmed-mini"  # the third hospital, scored as an external source
+pytestmark = pytest.mark.skipif(not (REAL_MINI.is_dir() and ACTUALMED_MINI.is_dir()),
+                                reason="../shared/reference/real-mini or actualmed-mini is absent")
 CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
 # The same X-ray (an 83-year-old man) uploaded under patients 193 and 195, cropped and contrast-changed
 # differently: found by looking at the two films side by side.
@@ -26,11 +28,25 @@ SAME_FILM = ("2-chest-filmc.jpg", "7-fatal-covid19.jpg")
 
 
 def published_sums() -> dict[str, str]:
+    """Each archive's published sha256, from the SHA256SUMS beside it."""
     sums = {}
-    for line in (REAL_MINI / "SHA256SUMS").read_text().splitlines():
-        digest, name = line.split()
-        sums[name] = digest
+    for folder in (REAL_MINI, ACTUALMED_MINI):
+        for line in (folder / "SHA256SUMS").read_text().splitlines():
+            digest, name = line.split()
+            sums[name] = digest
     return sums
+
+
+def archive(name: str):
+    return next(folder / name for folder in (REAL_MINI, ACTUALMED_MINI) if (folder / name).is_file())
+
+
+def mirror_folder(folder):
+    """One file:// mirror of the three archives (a mirror is one base URL; the cuts sit in two folders)."""
+    folder.mkdir()
+    for name in published_sums():
+        (folder / name).symlink_to(archive(name))
+    return folder
 
 
 def kermany_files_per_class() -> dict[str, int]:
@@ -50,14 +66,15 @@ def overrides(mirror: str) -> dict[str, object]:
     return {"download.source": "upstream", "download.mirror": mirror,
             "download.archives.covid.sha256": sums["covid-chestxray-dataset.zip"],
             "download.archives.kermany.sha256": sums["ChestXRay2017.zip"],
-            "train.image_size": 71, "train.weights": "none", "train.epochs": 2, "train.learning_rate": 0.001,
+            "download.archives.actualmed.sha256": sums["Actualmed-COVID-chestxray-dataset.zip"],
+            "train.image_size": 71, "train.weights": "none", "train.epochs": 1, "train.learning_rate": 0.001,
             "train.bn_momentum": 0.9, "train.recalibrate_bn": True, "evaluate.bootstrap_resamples": 200}
 
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
-    project = make_project(root / "repo", overrides(REAL_MINI.as_uri()))
+    project = make_project(root / "repo", overrides(mirror_folder(root / "mirror").as_uri()))
     started = time.monotonic()
     result = run_tool(project, "dvc", "repro", env={"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"})
     print(f"dvc repro on real-mini: {time.monotonic() - started:.0f} s")
@@ -72,7 +89,8 @@ def test_real_archives_run_through_every_stage(real_run):
     sources = json.loads((project / "data/raw/sources.json").read_text())["archives"]
     sums = published_sums()
     assert {k: v["sha256"] for k, v in sources.items()} == {
-        "covid": sums["covid-chestxray-dataset.zip"], "kermany": sums["ChestXRay2017.zip"]}
+        "covid": sums["covid-chestxray-dataset.zip"], "kermany": sums["ChestXRay2017.zip"],
+        "actualmed": sums["Actualmed-COVID-chestxray-dataset.zip"]}
     # The headline numbers, worked out again from the predictions and the split (not trusted to lie in [0, 1]).
     metrics = json.loads((project / "metrics/metrics.json").read_text())
     predictions = pd.read_csv(project / "metrics/predictions.csv")
@@ -145,7 +163,7 @@ def test_real_split_keeps_patients_and_duplicates_apart(real_run):
 
 def test_real_archives_download_over_http(tmp_path, file_server):
     for name in published_sums():
-        file_server.files[f"/mirror/{name}"] = (REAL_MINI / name).read_bytes()
+        file_server.files[f"/mirror/{name}"] = archive(name).read_bytes()
     file_server.drop["/mirror/ChestXRay2017.zip"] = 3_000_000  # and a dropped connection on the way
     project = make_project(tmp_path / "repo", overrides(f"{file_server.url}/mirror"))
     run_tool(project, "dvc", "repro", "split")
@@ -154,3 +172,39 @@ def test_real_archives_download_over_http(tmp_path, file_server):
     assert (project / "data/raw/archives/ChestXRay2017.zip").read_bytes() == (REAL_MINI / "ChestXRay2017.zip").read_bytes()
     ranges = [r for p, r in file_server.requests if p.endswith("ChestXRay2017.zip")]
     assert ranges[0] is None and ranges[1].startswith("bytes=")  # resumed, not restarted
+
+
+def actualmed_films() -> dict[str, str]:
+    """From the archive alone: image name -> finding, for the films it holds whose finding is COVID-19 or
+    No finding (what params map to classes); the inconclusive (empty) ones are not among them."""
+    path = ACTUALMED_MINI / "Actualmed-COVID-chestxray-dataset.zip"
+    with zipfile.ZipFile(path) as z:
+        meta = next(n for n in z.namelist() if n.endswith("/metadata.csv"))
+        rows = pd.read_csv(z.open(meta), dtype=str, keep_default_na=False)
+        present = {n.rsplit("/", 1)[-1] for n in z.namelist()}
+    chosen = rows[rows["imagename"].isin(present) & rows["finding"].isin(["COVID-19", "No finding"])]
+    return dict(zip(chosen["imagename"], chosen["finding"], strict=True))
+
+
+def test_the_external_hospital_is_scored_and_never_trained_on(real_run):
+    """Issue 25: the Actualmed films are an external split of their own, each scored, and the headline
+    external figures are worked out again here from metrics/external.csv."""
+    project, _ = real_run
+    films = actualmed_films()
+    manifest = pd.read_csv(project / "data/interim/manifest.csv", keep_default_na=False)
+    splits = pd.read_csv(project / "data/processed/splits.csv").merge(manifest[["id", "source"]], on="id")
+    assert set(splits.loc[splits["source"] == "actualmed", "split"]) == {"external"}
+    external = pd.read_csv(project / "metrics/external.csv", keep_default_na=False)
+    taken = dict(zip(external["id"], external["label"], strict=True))
+    names = manifest.set_index("id")["original_path"].str.rsplit("/", n=1).str[-1]
+    expected = {"COVID-19": "covid", "No finding": "normal"}
+    assert {names[i]: label for i, label in taken.items()} == {n: expected[f] for n, f in films.items()}
+    metrics = json.loads((project / "metrics/metrics.json").read_text())
+    covid = external[external["label"] == "covid"]
+    others = external[external["label"] != "covid"]
+    assert metrics["external"]["covid_sensitivity"] == pytest.approx((covid["predicted"] == "covid").mean())
+    assert metrics["external"]["covid_specificity"] == pytest.approx((others["predicted"] != "covid").mean())
+    rejected = pd.read_csv(project / "data/interim/rejected.csv", keep_default_na=False)
+    assert (rejected[rejected["source"] == "actualmed"]["code"] == "inconclusive").sum() == 53
+    card = (project / "metrics/model_card.md").read_text()
+    assert "## A hospital the model never saw" in card and "| actualmed |" in card

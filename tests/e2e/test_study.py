@@ -63,7 +63,7 @@ def test_the_study_table_shows_each_variant_from_its_own_outputs(studied):
     project, env, result = studied
     header = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("experiment"))
     for column in ("accuracy (95% CI)", "covid recall", "controls called covid (n)", "20% frame: to covid",
-                   "lungs removed (chance)", "probe AUC"):
+                   "lungs removed (chance)", "probe AUC", "external covid sens", "external spec"):
         assert column in header, column
     rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.lstrip().startswith("study-")}
     assert len(rows) == 2
@@ -73,6 +73,8 @@ def test_the_study_table_shows_each_variant_from_its_own_outputs(studied):
         evidence = study.read(rev, "metrics/evidence.json", str(project))
         assert f"{100 * evidence['accuracy']:.0f}%" in line
         assert f"n={evidence['controls']['called_screening']['n']}" in line
+        external = evidence["external"]  # issue 25: a hospital the model never saw, in two more columns
+        assert f"n={external['sensitivity']['n']}" in line and f"n={external['specificity']['n']}" in line
     compared = run_tool(project, "coronet", "compare", env=env).stdout
     assert "Shortcut study" in compared and all(name in compared for name in rows)
 

@@ -99,10 +99,12 @@ class Selection:
                                            f"({row['patient_id']}): {what} must share nothing with them",
                                            row["label"]))
 
-    def missing_classes(self, classes: list[str]) -> list[str]:
-        """Each class with no usable image, with its most common reasons (rejected.csv has the rest)."""
+    def missing_classes(self, classes: list[str], external: set[str]) -> list[str]:
+        """Each class with no usable image to train on, with its most common reasons among the sources trained
+        on (``external``: the sources only scored; rejected.csv has the rest)."""
         have = {r["label"] for r in self.rows if r["cohort"] not in SCORED_ONLY}
         rejected = self.rejected_frame()
+        rejected = rejected[~rejected["source"].isin(external)]
         messages = []
         for label in classes:
             if label in have:

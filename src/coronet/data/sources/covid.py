@@ -19,9 +19,11 @@ import pandas as pd
 from coronet.data import archives
 from coronet.data.phantom import draw_xray, encode, publication_look, write_zip
 from coronet.data.sources.base import Candidate, Rejection, find_metadata, read_metadata_csv
+from coronet.errors import ParamsError
 from coronet.params import ControlParams, MergeParams, SyntheticParams
 
 REQUIRED = ("patientid", "finding", "view", "filename")
+LABEL = "covid"  # the class of the rows whose finding contains merge.covid_finding
 
 
 def read_metadata(data: bytes | str) -> pd.DataFrame:
@@ -72,6 +74,10 @@ class CovidSource:
     def candidates(self, archive: Path, cfg: MergeParams) -> tuple[list[Candidate], list[Rejection]]:
         """X-ray rows of the chosen views: COVID-19 rows as the covid class, the rest as same-source
         controls (or rejected, with params merge.controls.role off)."""
+        if LABEL in cfg.controls.classes.values():
+            raise ParamsError(f"params.yaml: merge.controls.classes maps findings to {LABEL!r}: the same-source "
+                              f"controls are the collection's films without {cfg.covid_finding}; map them to other "
+                              "classes")
         names = archives.names(archive)
         meta_name = find_metadata(names, "COVID-19")
         with archives.ArchiveReader() as reader:
@@ -87,7 +93,7 @@ class CovidSource:
             member = str(root / folder / row["filename"])
             line = str(int(index) + 2)  # the CSV line number, header being line 1
             is_covid = covid in row["finding"].lower()
-            label, cohort, why = ("covid", "pool", "") if is_covid else ("", "control", "")
+            label, cohort, why = (LABEL, "pool", "") if is_covid else ("", "control", "")
             if not is_covid:
                 if cfg.controls.role == "off":
                     why = f"finding {row['finding']!r} does not contain {cfg.covid_finding!r} (merge.controls.role off)"
