@@ -76,7 +76,7 @@ push: venv
 
 # A folder remote that nobody has pushed to yet is one line, not DVC's page of missing files.
 pull: venv
-	@url=$$($(BIN)/dvc remote list 2>/dev/null | awk -v r="$$($(BIN)/dvc config core.remote 2>/dev/null)" '$$1 == r {print $$2}'); \
+	@url=$$($(BIN)/dvc config "remote.$$($(BIN)/dvc config core.remote 2>/dev/null).url" 2>/dev/null); \
 	case "$$url" in ""|*://*) ;; *) [ -d "$$url" ] || [ -d ".dvc/$$url" ] || { \
 	  echo "error: the DVC remote $$url does not exist yet: push to it from a clone that has the data (make push), or name your team's with make remote URL=..." >&2; exit 2; } ;; esac
 	$(BIN)/dvc pull

@@ -10,6 +10,7 @@ from coronet import paths
 from coronet.data import sources
 from coronet.data.archives import check_archive
 from coronet.data.download import Fetched, fetch_archive, resolve_url
+from coronet.data.phantom import check_drawable
 from coronet.errors import run_stage
 from coronet.files import atomic_path, repository_root, sha256_file, write_json
 from coronet.params import DownloadParams, load_params
@@ -28,6 +29,7 @@ def main() -> int:
     for name, archive in cfg.archives.items():
         target = paths.ARCHIVES / archive.filename
         if cfg.source == "synthetic":
+            check_drawable(cfg.classes)
             syn = cfg.synthetic
             with atomic_path(target, suffix=".zip") as tmp:
                 registry[name].write_synthetic(tmp, syn, cfg.classes)

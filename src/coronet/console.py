@@ -20,33 +20,24 @@ def progress(**options: Any) -> Any:
     return tqdm(disable=not interactive(), **options)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1 (a usage error, exit 2, otherwise)."""
+def _checked(text: str, cast: type, ok: Any, wanted: str) -> Any:
+    """argparse type: ``cast(text)`` if ``ok`` of it, else a usage error (exit 2) saying what was wanted."""
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if cast is int else 'number'}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _checked(text, int, lambda v: v >= 1, "at least 1")
 
 
 def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
+    return _checked(text, float, lambda v: 0 <= v <= 1, "in [0, 1]")
 
 
 def positive_number(text: str) -> float:
-    """argparse type: a number above 0 (a usage error, exit 2, otherwise)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
-    return value
+    return _checked(text, float, lambda v: v > 0, "above 0")

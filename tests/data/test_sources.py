@@ -242,3 +242,16 @@ def test_a_control_mapped_to_covid_is_one_error(tmp_path):
     params = params_with({"merge.controls.classes.covid": ["Pneumocystis"]})
     with pytest.raises(ParamsError, match=re.escape("merge.controls.classes maps findings to 'covid': the same-source")):
         covid.SOURCE.candidates(path, MergeParams.parse(params))
+
+
+def test_a_class_the_twins_cannot_draw_is_one_error_not_clear_lungs():
+    """Issue 26: the phantom drew clear lungs, silently, for a class it had no finding for."""
+    import numpy as np
+
+    from coronet.data.phantom import check_drawable, draw_xray
+
+    check_drawable(["covid", "normal"])
+    with pytest.raises(ParamsError, match=re.escape("classes ['tuberculosis'] have no look in the synthetic twins")):
+        check_drawable(["covid", "tuberculosis"])
+    with pytest.raises(ValueError, match="no finding for class 'tuberculosis'"):
+        draw_xray(np.random.default_rng(0), "tuberculosis", 64)

@@ -596,3 +596,22 @@ def test_evaluate_refuses_a_corrupt_record_before_it_rewrites_anything(pipeline_
     assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith("error: metrics/data.json")
     assert "Traceback" not in done.stderr
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_package_refuses_a_record_that_does_not_describe_the_model(pipeline_copy):
+    """Issue 24, defect 2: a 3-class run.json beside the 4-output model was packaged and registered as
+    @candidate (exit 0), and `predict --model-uri` on it then crashed."""
+    import mlflow
+
+    project, env = pipeline_copy.project, pipeline_copy.env
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    before = len(mlflow.MlflowClient().search_model_versions("name = 'coronet'"))
+    record = json.loads((project / "models/run.json").read_text())
+    record["model"]["classes"] = record["model"]["classes"][:3]
+    (project / "models/run.json").write_text(json.dumps(record))
+    done = run_tool(project, "python", "stages/package.py", env=env, check=False)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 1 and len(errors) == 1 and "Traceback" not in done.stderr
+    assert "models/coronet.keras and models/run.json do not belong together" in errors[0]
+    assert len(mlflow.MlflowClient().search_model_versions("name = 'coronet'")) == before
+    mlflow.set_tracking_uri(None)

@@ -19,12 +19,28 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from coronet import nuisance
+from coronet.errors import ParamsError
 
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
 
+# The classes the phantom has a finding for ("normal": clear lungs; "": no class, drawn clear too).
+FINDINGS = ("covid", "normal", "pneumonia_bacterial", "pneumonia_viral")
+
+
+def check_drawable(classes: list[str]) -> None:
+    """A ParamsError naming the classes the synthetic twins cannot draw: they would otherwise come out as
+    clear lungs, a class the model could never tell from normal."""
+    if missing := [c for c in classes if c not in FINDINGS]:
+        raise ParamsError(f"params.yaml: classes {missing} have no look in the synthetic twins (they draw "
+                          f"{', '.join(FINDINGS)}): add a finding for each to coronet.data.phantom.draw_xray, or "
+                          "run on real archives (download.source: upstream)")
+
+
 def draw_xray(rng: np.random.Generator, label: str, size: int) -> np.ndarray:
-    """A chest-like 8-bit grayscale phantom with the class's finding."""
+    """A chest-like 8-bit grayscale phantom with the class's finding ("" for a film without a class)."""
+    if label and label not in FINDINGS:
+        raise ValueError(f"the phantom has no finding for class {label!r} (it draws {', '.join(FINDINGS)})")
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
     # Patient positioning and exposure differ from film to film, as in real collections (without this,
     # distinct phantoms look like near duplicates to a perceptual hash).
