@@ -55,8 +55,10 @@ def test_folder_json_all_good(capsys, model_path, images):
         "a.png", "d.jpg", "sub/b.jpg", "sub/c.dcm"]
     for r in rows:
         probs = [r[f"p_{c}"] for c in CLASSES]
+        # each probability is rounded to 6 decimals (4 x 5e-7) and float32 softmax sums to 1 within 1e-6
         assert sum(probs) == pytest.approx(1, abs=1e-4)
         assert r[f"p_{r['predicted']}"] == pytest.approx(max(probs), abs=1e-6)  # rounding may tie
+        # the group is summed before rounding, its members after: three roundings of 5e-7
         assert r["pg_pneumonia"] == pytest.approx(r["p_pneumonia_bacterial"] + r["p_pneumonia_viral"], abs=2e-6)
         assert r["error"] == "" and r["low_confidence"] in {True, False} and isinstance(r["checks"], str)
         assert r["training_data"] == "synthetic"
@@ -87,6 +89,7 @@ def test_batching_does_not_change_results_and_output_file(capsys, model_path, im
     batched = json.loads(run(capsys, str(images), "--model", str(model_path), "--format", "json")[1])
     for a, b in zip(one_by_one, batched, strict=True):
         assert a["predicted"] == b["predicted"]
+        # other batch sizes, other BLAS blocking: float32 rounding (1e-6 on a probability) plus 6-decimal rounding
         assert [a[f"p_{c}"] for c in CLASSES] == pytest.approx([b[f"p_{c}"] for c in CLASSES], abs=1e-5)
 
 

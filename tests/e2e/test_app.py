@@ -74,7 +74,7 @@ def test_the_page_classifies_explains_and_checks_like_coronet_predict(page, pipe
     expected = {Path(r["file"]).name: r for r in json.loads(capsys.readouterr().out)}
     for name in ("plain.jpeg", "framed.png"):
         for c in CLASSES:
-            assert by_file[name][f"p_{c}"] == pytest.approx(expected[name][f"p_{c}"], abs=1e-6)
+            assert by_file[name][f"p_{c}"] == pytest.approx(expected[name][f"p_{c}"], abs=1e-6)  # 6 decimals
         assert by_file[name]["checks"] == expected[name]["checks"]
     # the input check fires on the framed copy and not on the film itself, and says what the stress tests found
     assert "uniform border" in by_file["framed.png"]["checks"] and "uniform border" not in by_file["plain.jpeg"]["checks"]

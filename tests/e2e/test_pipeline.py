@@ -110,7 +110,7 @@ def test_metrics_json_holds_the_headline_and_evidence_json_the_rest(pipeline):
     assert headline["macro_f1"] == metrics["macro_avg"]["f1"] and headline["ece"] == metrics["calibration"]["ece"]
     predictions = pd.read_csv(project / "metrics/predictions.csv")
     assert list(predictions.columns[:3]) == ["id", "label", "predicted"]
-    assert np.allclose(predictions.filter(like="p_").sum(axis=1), 1, atol=1e-4)
+    assert np.allclose(predictions.filter(like="p_").sum(axis=1), 1, atol=1e-4)  # 6-decimal rounding of 4 values
     assert metrics["n_test"] == len(predictions)
     assert metrics["accuracy"] == pytest.approx((predictions["label"] == predictions["predicted"]).mean())
     assert set(metrics["per_class"]["covid"]) == {"precision", "recall", "f1", "specificity", "support"}
@@ -276,6 +276,7 @@ def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
             originals.append(z.read(row["original_path"]))
     answer = served.predict(pd.DataFrame({"image": [base64.b64encode(b).decode() for b in originals]}))
     assert list(answer["predicted"]) == list(test["predicted"])
+    # another batch composition (float32 rounding, 1e-6) and predictions.csv's 6 decimals
     np.testing.assert_allclose(answer.filter(like="p_").to_numpy(dtype=float), test.filter(like="p_").to_numpy(),
                                atol=1e-4)
     mlflow.set_tracking_uri(None)
@@ -378,7 +379,7 @@ def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys,
     for got, want in zip(answers, expected, strict=False):
         assert got["predicted"] == want["predicted"] and got["error"] == "" and got["checks"] == want["checks"]
         for c in CLASSES:
-            assert got[f"p_{c}"] == pytest.approx(want[f"p_{c}"], abs=1e-5)
+            assert got[f"p_{c}"] == pytest.approx(want[f"p_{c}"], abs=1e-5)  # batches differ: float32, 6 decimals
     assert answers[-1]["error"].startswith("not a recognised image format")
     assert answers[-1]["p_covid"] is None  # null in JSON
 

@@ -73,6 +73,8 @@ def test_fit_runs_under_mirrored_strategy_with_the_global_batch(tmp_path):
     assert (one["replicas"], two["replicas"]) == (1, 2)
     # 8 images, batch 4: two optimizer steps an epoch whatever the replicas (each replica takes 2 images a step)
     assert one["steps"] == two["steps"] == 2
+    # The loss (about 600 here: saturated softmax on raw pixels) summed in another order: float32 rounding, a
+    # relative 1e-7 a term over 8 images, far inside 1e-3.
     assert two["recalibrated"] and abs(two["loss"] - one["loss"]) < 1e-3
     # The same optimisation, its gradients summed over two replicas in another order: they differ by float32
     # rounding (relative ~1e-7 a term, a few terms), and Adam's step lr * m / (sqrt(v) + 1e-7) changes by the

@@ -97,6 +97,8 @@ def test_a_model_keyed_on_the_frame_flips_and_one_that_ignores_it_does_not():
 
     robust = stress.run(linear_classifier(CENTRE), images, labels, transforms, seed=0, batch_size=5)
     assert robust["transforms"]["frame_black"]["0.2"]["flip_rate"] == 0.0
+    # exactly 0 in exact arithmetic (the centre reader never sees the frame); float32 resizing and softmax
+    # rounding move it by far less than 1e-3
     assert abs(robust["transforms"]["frame_black"]["0.2"]["mean_probability_change"]["covid"]) < 1e-3
     assert stress.warnings(robust, 0.2) == []
 
