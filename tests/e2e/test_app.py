@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, VENV_BIN, free_port, start_server, stop_server
+from conftest import CLASSES, VENV_BIN, free_port, run_tool, start_server, stop_server
 from coronet import nuisance
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -178,6 +178,16 @@ def test_the_page_in_a_real_browser(page, pipeline, tmp_path):
         assert Image.open(folder / "page.png").size[0] >= 1000
     finally:
         browser.quit()
+
+
+def test_a_second_page_on_a_busy_port_is_one_error_line(page, pipeline):
+    """Issue 24, defect 6: `coronet app` on a port in use was a traceback."""
+    url, *_ = page
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    done = run_tool(pipeline.project, "coronet", "app", "--port", port, env=pipeline.env, check=False, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert len(errors) == 1 and f"cannot listen on 127.0.0.1:{port}" in errors[0]
 
 
 def test_uploads_stay_private_and_go_when_the_page_stops(page, pipeline, tmp_path):

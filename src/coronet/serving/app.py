@@ -190,9 +190,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             page.launch(server_name=args.host, server_port=args.port, max_file_size=int(max_mb * 1024 * 1024),
                         show_error=True, footer_links=["api"], quiet=True, prevent_thread_lock=True)
-        except OSError as exc:  # the port is taken (Gradio: "Cannot find empty port ...")
-            raise UserError(f"cannot listen on {args.host}:{args.port} ({exc}): choose a free port with "
-                            "--port") from None
+        except OSError:  # Gradio: "Cannot find empty port ..."
+            raise UserError(f"cannot listen on {args.host}:{args.port}: the port is in use (or not this machine's "
+                            "address); choose another with --port") from None
         try:
             page.block_thread()
         except KeyboardInterrupt:
