@@ -124,7 +124,7 @@ def test_metrics_json_holds_the_headline_and_evidence_json_the_rest(pipeline):
     assert sum(g["n"] for g in metrics["by_age_band"].values()) == metrics["n_test"]
     assert "1-5 by provenance" in metrics["by_age_band"]
     probe = metrics["confound_probe"]
-    assert probe["images"] == 56 and 0 <= probe["image_statistics"]["auc"] <= 1
+    assert probe["images"] == 56 and probe["image_statistics"]["folds"] == 5  # the trained sources' films only
     assert metrics["leakage"] == {"patients_shared": 0, "images_shared": 0, "near_duplicate_groups_shared": 0}
 
 

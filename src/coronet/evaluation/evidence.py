@@ -52,9 +52,11 @@ def collect(predictions: pd.DataFrame, controls: pd.DataFrame, external: pd.Data
     cohorts = {name: source.cohort_ages for name, source in sources.registered().items()}
     test = predictions.merge(images[["id", "source", "age"]], on="id", validate="one_to_one")
     test["age_band"] = [age_band(a, cohorts.get(s, "")) for a, s in zip(test["age"], test["source"], strict=True)]
-    ordered_stats = images[["id"]].merge(stats, on="id", how="left", validate="one_to_one")
+    # The probe asks whether the sources trained on can be told apart: an external source's films stay out.
+    trained = ~same_source.external_rows(images)
+    ordered_stats = images.loc[trained, ["id"]].merge(stats, on="id", how="left", validate="one_to_one")
     plain = ordered_stats.drop(columns="id").to_numpy(dtype=float)
-    source = images["source"].to_numpy()
+    source, features = images.loc[trained, "source"].to_numpy(), features[trained]
     return {
         "intervals": intervals(predictions, classes, cfg.bootstrap_resamples, cfg.seed, cfg.ci_level),
         "calibration": {"ece": expected_calibration_error(predictions, classes, cfg.calibration_bins),
@@ -63,7 +65,7 @@ def collect(predictions: pd.DataFrame, controls: pd.DataFrame, external: pd.Data
         "by_age_band": breakdown(test, "age_band", classes),
         "confound_probe": {"image_statistics": source_probe(plain, source, cfg.probe_folds, cfg.seed),
                            "model_features": source_probe(features, source, cfg.probe_folds, cfg.seed),
-                           "images": len(images)},
+                           "images": int(trained.sum())},
         "controls": same_source.summarize(controls, test, cfg.scheme.screening, cfg.ci_level),
         "external": same_source.summarize_external(external, test, cfg.scheme.screening, classes, cfg.ci_level),
         "leakage": leakage_counts(images),
