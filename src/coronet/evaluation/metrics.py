@@ -143,4 +143,8 @@ def metrics_table(metrics: dict[str, Any], classes: list[str]) -> str:
         (key, own), (_, other) = controls.items()
         lines.append(f"called {key.removesuffix('_rate')}: same-source controls {fmt(own)}, the other source's "
                      f"test images {fmt(other)}")
+    if external := metrics.get("external"):
+        (key, sensitivity), (_, specificity) = external.items()
+        lines.append(f"a hospital never seen (external): {key.removesuffix('_sensitivity')} sensitivity "
+                     f"{fmt(sensitivity)}, specificity {fmt(specificity)}")
     return "\n".join(lines)

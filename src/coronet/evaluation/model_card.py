@@ -158,7 +158,8 @@ Not computed: {external["not_computed"]}.
         rows.append([source, shown_rate(part["sensitivity"]), shown_rate(part["specificity"]), others, answers])
     inside, outside = external["internal"], external
     gap = [what for what in ("sensitivity", "specificity") if clearly_above(inside[what], outside[what])]
-    verdict_line = (f"**Its {' and '.join(gap)} fall well below the test split's**: what the model learned does "
+    verdict_line = (f"**Its {' and '.join(gap)} {'falls' if len(gap) == 1 else 'fall'} well below the test "
+                    "split's**: what the model learned does "
                     "not carry to a hospital it never saw; the test split's numbers describe the two training "
                     "collections, not chest X-rays in general." if gap else
                     "Within what this many films can show, the external figures agree with the test split's.")

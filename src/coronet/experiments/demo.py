@@ -134,7 +134,7 @@ The demo's model was trained on SYNTHETIC images: its answers on real X-rays mea
   make compare                      this experiment beside the others, readable at 120 columns
   coronet predict samples/          classify the demo's sample images (one test image per class) with this model
   make app                          the page: drop an X-ray, see the classes, where it looked, what to distrust
-  make ui                           MLflow UI on http://127.0.0.1:5000 (curves, metrics, figures, model)""")
+  make ui                           the MLflow UI on its training runs (curves, metrics, figures, model)""")
     return 0
 
 
