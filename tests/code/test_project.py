@@ -142,3 +142,28 @@ def test_the_pipeline_files_are_named_as_dvc_yaml_declares_them():
     folders = {"data/raw", "data/interim", "data/processed", "models", "metrics", "models/checkpoints"}
     assert not {p for p in named - folders if p not in declared and not any(d.startswith(p + "/") for d in declared)}
     assert {str(paths.MODEL), str(paths.HEADLINE), str(paths.SPLITS)} <= declared
+
+
+# Files a stage names through coronet.paths that are not pipeline data: the download cache (beside the archives,
+# never an output) and training checkpoints (resume state, removed when training ends).
+NOT_PIPELINE_FILES = {"download": {"RAW"}, "train": {"CHECKPOINTS"}}
+
+
+def test_each_stage_declares_every_pipeline_file_it_names():
+    """Issue 26: a stage that reads a file dvc.yaml does not list (package read images.csv, splits.csv and
+    sources.json; train read sources.json) reruns the wrong things. Every `paths.X` a stage script names is one
+    of its deps or outputs, or lies inside one."""
+    import coronet.paths
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        tree = ast.parse((ROOT / f"stages/{name}.py").read_text())
+        named = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                 and isinstance(node.value, ast.Name) and node.value.id == "paths"}
+        assert named, name  # the scan finds what a stage names
+        declared = [next(iter(o)) if isinstance(o, dict) else o for key in ("deps", "outs", "metrics", "plots")
+                    for o in stage.get(key, [])]
+        for attr in sorted(named - NOT_PIPELINE_FILES.get(name, set())):
+            path = str(getattr(coronet.paths, attr))
+            assert any(path == d or path.startswith(d.rstrip("/") + "/") or d.startswith(path + "/")
+                       for d in declared), f"stage {name} names {path} (paths.{attr}) but dvc.yaml does not declare it"
