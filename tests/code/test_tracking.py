@@ -36,6 +36,7 @@ def test_a_read_only_store_is_a_configuration_error_in_one_line(monkeypatch, tmp
     """Issue 16, defect 4: a read-only mlflow.db gave ~190 lines of SQLAlchemy tracebacks, a warning that
     named the wrong cause, and exit 0. SQLite's own read-only mode makes the store read-only for root too."""
     store = tmp_path / "mlflow.db"
+    monkeypatch.chdir(tmp_path)  # MLflow makes the folder of a `file:` database path relative to the working directory
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
     tracking.configure("coronet-test")  # a store with the experiment in it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///file:{store}?mode=ro&uri=true")
