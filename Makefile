@@ -55,9 +55,9 @@ lock: venv
 demo: venv
 	$(BIN)/python -m coronet.experiments.demo
 
-# Two workers (pytest-xdist): tests that share a pipeline run stay on one (tests/conftest.py).
+# Two workers (pytest-xdist), each test file on one; the shared pipeline run is built once (tests/conftest.py).
 test: venv
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The edit-test loop: the code and data tiers (no training, no DVC pipeline run).
 test-fast: venv
@@ -99,7 +99,7 @@ shortcut-study: venv
 
 # A team tracking server to try: PostgreSQL (initdb in .team-server/) behind `mlflow server` on 127.0.0.1:5000.
 server: venv
-	$(BIN)/python -m coronet.team_server --port $(or $(PORT),5000)
+	$(BIN)/python -m coronet.tracking.team_server --port $(or $(PORT),5000)
 
 lint: venv
 	$(BIN)/ruff check .

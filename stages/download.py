@@ -12,8 +12,9 @@ from coronet.data.archives import check_archive
 from coronet.data.download import Fetched, fetch_archive, resolve_url
 from coronet.data.phantom import check_drawable
 from coronet.errors import run_stage
-from coronet.files import atomic_path, repository_root, sha256_file, write_json
+from coronet.files import atomic_path, repository_root, sha256_file
 from coronet.params import DownloadParams, load_params
+from coronet.records import SourcesRecord
 
 # In the real repository also under `dvc exp run --temp`, whose copy is deleted afterwards.
 CACHE = repository_root() / paths.RAW / ".downloads"
@@ -47,7 +48,7 @@ def main() -> int:
     for name, record in records.items():
         print(f"{name}: {record['file']} {record['size']:,} bytes, {record['entries']} entries, "
               f"sha256 {record['sha256']}")
-    write_json(paths.SOURCES, {"source": cfg.source, "archives": records})
+    SourcesRecord(cfg.source, records).write(paths.SOURCES)
     return 0
 
 

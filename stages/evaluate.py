@@ -35,10 +35,9 @@ def main() -> int:
 
     predictions, controls, external, features = predict_all(classifier, images, cfg.batch_size, paths.PREDICTIONS,
                                                             paths.CONTROLS, paths.EXTERNAL)
-    metrics = compute_metrics(predictions, scheme.classes, scheme.groups, scheme.screening)
-    metrics.update(evidence.collect(predictions, controls, external, images, pd.read_csv(paths.IMAGE_STATS),
-                                    features, cfg))
-    summary = headline(metrics)
+    scores = compute_metrics(predictions, scheme.classes, scheme.groups, scheme.screening)
+    found = evidence.collect(predictions, controls, external, images, pd.read_csv(paths.IMAGE_STATS), features, cfg)
+    summary, metrics = headline(scores, found), {**scores, **found}
     write_json(paths.HEADLINE, summary)  # what `dvc exp show` compares
     write_json(paths.EVIDENCE, metrics)  # everything: intervals, breakdowns, probe, controls, leakage
 

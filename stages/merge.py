@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from coronet import paths
@@ -12,11 +10,12 @@ from coronet.data.manifest import select
 from coronet.errors import DataError, run_stage
 from coronet.files import write_csv
 from coronet.params import MergeParams, load_params
+from coronet.records import SourcesRecord
 
 
 def main() -> int:
     cfg = MergeParams.parse(load_params())
-    archives = json.loads(paths.SOURCES.read_text())["archives"]
+    archives = SourcesRecord.read(paths.SOURCES).archives
     pool, rejected_by_sources = [], []
     for name, record in archives.items():
         found, turned_down = sources.get(name).candidates(paths.ARCHIVES / record["file"], cfg)

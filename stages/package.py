@@ -11,13 +11,17 @@ from __future__ import annotations
 import functools
 import json
 
-from coronet import lineage, paths, tracking
+from coronet import paths
 from coronet.errors import run_stage
 from coronet.model.dataset import load_split
 from coronet.model.runtime import import_tensorflow_quietly
 from coronet.params import ServingParams, TrackingParams, flatten, load_params
-from coronet.records import PackageRecord, RunRecord
+from coronet.records import PackageRecord, RunRecord, SourcesRecord
 from coronet.serving.pyfunc import log_pyfunc, model_config, served_digest
+from coronet.tracking.lineage import data_digests
+from coronet.tracking.registry import register, servable_model
+from coronet.tracking.run import PipelineRun, split_datasets
+from coronet.tracking.store import shown_uri
 
 SERVED = {"keras_model": paths.MODEL, "meta": paths.RUN, "stress": paths.STRESS}
 
@@ -35,20 +39,19 @@ def main() -> int:
     trained.check_model(paths.MODEL, paths.RUN)  # never register a model under another's record
     config = model_config(serving.as_dict())
     digest = served_digest(SERVED, config)
-    run = tracking.PipelineRun(names.experiment)
-    record = PackageRecord(None, None, None, None, digest, tracking.shown_uri(), [])
+    run = PipelineRun(names.experiment)
+    record = PackageRecord(None, None, None, None, digest, shown_uri(), [])
     if run.resume(trained.run_id):
-        model = tracking.servable_model(run, digest, functools.partial(log_pyfunc, SERVED, config))
-        hashes = lineage.data_lineage()[0]
-        archives = json.loads(paths.SOURCES.read_text())["archives"]
-        test = tracking.split_datasets({"test": load_split("test", paths.IMAGES_CSV, paths.SPLITS)}, hashes,
-                                       archives)["testing"][0]
+        model = servable_model(run, digest, functools.partial(log_pyfunc, SERVED, config))
+        test = split_datasets({"test": load_split("test", paths.IMAGES_CSV, paths.SPLITS)},
+                              data_digests(paths.IMAGES_CSV, paths.SPLITS),
+                              SourcesRecord.read(paths.SOURCES).archives)["testing"][0]
         headline = json.loads(paths.HEADLINE.read_text())
         run.log_metrics(as_mlflow_metrics(headline), model_id=model.model_id if model else None, dataset=test)
         run.log_artifacts([paths.HEADLINE, paths.EVIDENCE, paths.STRESS, paths.PREDICTIONS, paths.CONTROLS,
                            paths.EXTERNAL, paths.MODEL_CARD], {"figures": paths.FIGURES, "curves": paths.CURVES})
-        version = tracking.register(run, model, names.registered_model, trained.trained_on.statement(),
-                                    trained.trained_on.tags()) if model else None
+        version = register(run, model, names.registered_model, trained.trained_on.statement(),
+                           trained.trained_on.tags()) if model else None
         run.end()
         record.run_id, record.model_uri = run.run_id, f"models:/{model.model_id}" if model else None
         record.registered_model, record.version = (names.registered_model, version) if version else (None, None)

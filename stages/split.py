@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from coronet import paths
@@ -11,7 +9,7 @@ from coronet.data.split import CONTROL, SCORED_SPLITS, SPLITS, assign_splits, ch
 from coronet.errors import DataError, run_stage
 from coronet.files import write_csv
 from coronet.params import SplitParams, load_params
-from coronet.records import DataRecord
+from coronet.records import DataRecord, SourcesRecord
 
 
 def controls_summary(frame: pd.DataFrame) -> dict[str, object]:
@@ -33,7 +31,7 @@ def main() -> int:
     splits = assign_splits(index, cfg.test_size, cfg.val_size, cfg.group_by, cfg.seed)
     frame = index.merge(splits, on="id", validate="one_to_one")
     leakage = check_leakage(frame, cfg.group_by)  # raises before anything is written
-    sources = json.loads(paths.SOURCES.read_text())
+    sources = SourcesRecord.read(paths.SOURCES)
     write_csv(paths.SPLITS, splits)
     DataRecord(
         images=split_summary(frame, cfg.classes),
@@ -46,8 +44,8 @@ def main() -> int:
         split_settings={"group_by": cfg.group_by, "test_size": cfg.test_size, "val_size": cfg.val_size},
         # Which downloads this data version came from, so `dvc metrics diff` shows an upstream change.
         archives={name: {k: record[k] for k in ("file", "url", "sha256")} for name, record in
-                  sources["archives"].items()},
-        download_source=sources["source"],
+                  sources.archives.items()},
+        download_source=sources.source,
         controls=controls_summary(frame),
     ).write(paths.DATA_METRICS)
     columns = [*SPLITS, *(s for s in SCORED_SPLITS.values() if (frame["split"] == s).any())]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
-from coronet import lineage, paths, tracking
+from coronet import paths
 from coronet.errors import run_stage
 from coronet.files import atomic_path, sha256_file, write_csv
 from coronet.model.checkpoints import Checkpoints, fingerprint, stage_dependencies
@@ -21,7 +19,10 @@ from coronet.model.runtime import (
     set_seeds,
 )
 from coronet.params import ClassScheme, ResizeParams, TrackingParams, TrainParams, flatten, load_params, project_seed
-from coronet.records import ModelContract, RunRecord, TrainingData
+from coronet.records import DataRecord, ModelContract, RunRecord, SourcesRecord, TrainingData
+from coronet.tracking import lineage
+from coronet.tracking.run import PipelineRun, epoch_curves, split_datasets
+from coronet.tracking.store import shown_uri
 
 
 def main() -> int:
@@ -39,26 +40,26 @@ def main() -> int:
                                                              stage_dependencies("train")))
     state = checkpoints.load_state() if cfg.checkpoint else None
 
-    downloaded = json.loads(paths.SOURCES.read_text())
-    trained_on = TrainingData(downloaded["source"], frames["train"]["source"].value_counts().sort_index().to_dict(),
+    downloaded = SourcesRecord.read(paths.SOURCES)
+    trained_on = TrainingData(downloaded.source, frames["train"]["source"].value_counts().sort_index().to_dict(),
                               cfg.image_size, cfg.weights, cfg.epochs)
-    run = tracking.PipelineRun(experiment)
+    run = PipelineRun(experiment)
     if run.start(state and state["run_id"], lineage.run_name(), system_metrics=True) and not state:
-        hashes, data_params = lineage.data_lineage()
-        archives = downloaded["archives"]
         run.log_params({**flatten({"train": cfg.as_dict(), "resize": vars(resize)}), "seed": seed,
-                        "classes": ",".join(scheme.classes), **data_params})
+                        "classes": ",".join(scheme.classes),
+                        **lineage.data_params(DataRecord.read(paths.DATA_METRICS))})
         run.set_tags({**devices, **trained_on.tags(), "mlflow.source.git.commit": lineage.git_commit(),
                       "mlflow.note.content": trained_on.statement(),
                       **{f"images.{k}": len(v) for k, v in frames.items()}})
-        run.log_inputs(tracking.split_datasets(frames, hashes, archives))
+        digests = lineage.data_digests(paths.IMAGES_CSV, paths.SPLITS)
+        run.log_inputs(split_datasets(frames, digests, downloaded.archives))
 
     def write_history(model, history, seconds) -> None:  # every epoch: `dvc plots show` follows the run
         write_csv(paths.HISTORY, pd.DataFrame(history).reindex(columns=HISTORY_COLUMNS))
 
     def log_curves(model, history, seconds) -> None:
         logs = {k: v for k, v in history[-1].items() if k != "epoch"}
-        run.log_metrics(tracking.epoch_curves(logs, seconds), step=int(history[-1]["epoch"]))
+        run.log_metrics(epoch_curves(logs, seconds), step=int(history[-1]["epoch"]))
 
     def save_checkpoint(model, history, seconds) -> None:
         checkpoints.save(model, int(history[-1]["epoch"]), history, run.run_id)
@@ -71,7 +72,7 @@ def main() -> int:
         inference_copy(fitted.model, scheme.classes).save(tmp)
     run.end()
     speed = fitted.throughput(len(frames["train"]))
-    RunRecord(run_id=run.run_id, experiment=experiment, tracking_uri=tracking.shown_uri(), tracking_errors=run.errors,
+    RunRecord(run_id=run.run_id, experiment=experiment, tracking_uri=shown_uri(), tracking_errors=run.errors,
               train=cfg.as_dict(), seed=seed, precision=devices["precision"], throughput=speed,
               model=ModelContract(scheme.classes, scheme.groups, scheme.screening, cfg.image_size, cfg.weights,
                                   resize.size, resize.mode, sha256_file(paths.MODEL), len(scheme.classes)).sealed(),

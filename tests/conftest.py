@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
+import io
+import json
 import os
 import shutil
 import signal
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -31,14 +35,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TIERS = ("code", "data", "model", "e2e")  # the folders under tests/, fastest first
 
 
-# The e2e modules whose tests read the session's shared pipeline run (`pipeline`, `pipeline_copy`): in
-# parallel (`make test`: pytest-xdist, 2 workers) they run on one worker so the pipeline is built once.
-SHARED_PIPELINE_MODULES = {"test_app.py", "test_pipeline.py", "test_resume.py", "test_study.py"}
+SHARED = {"pipeline", "pipeline_copy"}  # the fixtures that read the session's shared pipeline run
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each test carries its folder's tier as a marker; the tiers run in order, end to end last (in
-    parallel the e2e groups first, so the short tests fill in around them)."""
+    """Each test carries its folder's tier as a marker; the tiers run in order, end to end last. In parallel
+    (`make test`: pytest-xdist, `--dist loadfile`, each file on one worker) the end-to-end files go first, the
+    first reader of the shared pipeline (it builds the run) beside the ones that need none, so the other
+    worker is busy while the run is built; the short tests fill in around them."""
     def tier(item: pytest.Item) -> int:
         folder = Path(str(item.fspath)).parent.name
         return TIERS.index(folder) if folder in TIERS else len(TIERS)
@@ -46,34 +50,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if tier(item) < len(TIERS):
             item.add_marker(getattr(pytest.mark, TIERS[tier(item)]))
-        shared = {"pipeline", "pipeline_copy"} & set(getattr(item, "fixturenames", ()))
-        if shared and Path(str(item.fspath)).name not in SHARED_PIPELINE_MODULES:
-            raise pytest.UsageError(f"{item.nodeid} uses the shared pipeline: add its module to "
-                                    "SHARED_PIPELINE_MODULES in tests/conftest.py")
-    if "PYTEST_XDIST_WORKER" in os.environ:
-        items.sort(key=lambda item: (tier(item) != TIERS.index("e2e"), tier(item)))
-    else:
+    if "PYTEST_XDIST_WORKER" not in os.environ:
         items.sort(key=tier)  # stable: file order within a tier stays
+        return
+    readers = [str(i.fspath) for i in items if SHARED & set(getattr(i, "fixturenames", ()))]
+    first = readers[0] if readers else None
 
+    def parallel_order(item: pytest.Item) -> tuple[int, int]:
+        if tier(item) != TIERS.index("e2e"):
+            return (3, tier(item))
+        if str(item.fspath) == first:
+            return (0, 0)
+        return (2 if str(item.fspath) in readers else 1, 0)
 
-def worker_group(nodeid: str) -> str:
-    """What runs on one worker: the shared pipeline's modules together, each other e2e module whole (its
-    module fixture is built once), every other test on its own."""
-    path = Path(nodeid.split("::")[0])
-    if path.parent.name != "e2e":
-        return nodeid
-    return "shared pipeline" if path.name in SHARED_PIPELINE_MODULES else str(path)
-
-
-def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    # Not --dist loadgroup: under pytest 9 xdist 3.8 drops the groups silently (pytest-dev/pytest-xdist#1386).
-    from xdist.scheduler import LoadScopeScheduling
-
-    class Grouped(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return worker_group(nodeid)
-
-    return Grouped(config, log)
+    items.sort(key=parallel_order)
 
 
 class FileServer:
@@ -366,14 +356,31 @@ class Pipeline:
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> Pipeline:
     """The suite's one tiny pipeline: `dvc repro` of all seven stages, committed as the baseline. Read-only:
-    a test that changes a project works on :func:`pipeline_copy`."""
-    root = tmp_path_factory.mktemp("pipeline")
-    project = make_project(root / "repo", TINY)
+    a test that changes a project works on :func:`pipeline_copy`.
+
+    Built once per session, whichever worker asks first (pytest-xdist's documented pattern: a lock file in
+    the folder all workers' temporary folders share); the others wait for it and read the same run."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    shared = tmp_path_factory.getbasetemp().parent if worker else tmp_path_factory.getbasetemp()
+    root, done = shared / "pipeline", shared / "pipeline.json"
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
-    result = run_tool(project, "dvc", "repro", env=env)
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "results")
-    return Pipeline(project, env, result)
+    with open(shared / "pipeline.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.is_file():
+            try:
+                project = make_project(root / "repo", TINY)
+                result = run_tool(project, "dvc", "repro", env=env)
+                git(project, "add", "-A")
+                git(project, "commit", "-qm", "results")
+                outcome = {"stdout": result.stdout, "stderr": result.stderr, "failure": ""}
+            except AssertionError as exc:  # said once, to every worker that reads the run
+                outcome = {"stdout": "", "stderr": "", "failure": str(exc)}
+            done.write_text(json.dumps(outcome))
+    outcome = json.loads(done.read_text())
+    if outcome["failure"]:
+        pytest.fail(f"the shared pipeline run failed: {outcome['failure']}", pytrace=False)
+    result = subprocess.CompletedProcess(["dvc", "repro"], 0, outcome["stdout"], outcome["stderr"])
+    return Pipeline(root / "repo", env, result)
 
 
 @pytest.fixture
@@ -386,6 +393,16 @@ def pipeline_copy(pipeline, tmp_path) -> Pipeline:
     project = root / pipeline.project.name
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PYTHONPATH": str(project / "src")}
     return Pipeline(project, env, pipeline.result)
+
+
+def project_copy(pipeline: Pipeline, dest: Path, overrides: dict[str, object] | None = None) -> Path:
+    """The shared run's project alone (git history, outputs, DVC cache and run cache; not its MLflow store) at
+    ``dest``, with ``overrides`` committed: its data stages are then cached, and what the overrides change reruns."""
+    shutil.copytree(pipeline.project, dest, symlinks=True)
+    if overrides:
+        set_params(dest, overrides)
+        git(dest, "commit", "-qam", "params")
+    return dest
 
 
 def relocate_store(db: Path, old: str, new: str) -> None:
@@ -417,3 +434,37 @@ def in_process(project: Path, stage: str, monkeypatch: pytest.MonkeyPatch, capsy
         code = int(exit_info.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def noise(shape: tuple[int, int] = (64, 64), seed: int = 0) -> np.ndarray:
+    """An image the input checks accept (not uniform, big enough), unlike a flat test pattern."""
+    return np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8)
+
+
+def encoded(image: np.ndarray | Image.Image, fmt: str = "PNG", **options: object) -> bytes:
+    """``image`` (a pixel array or a PIL image) as the bytes of an image file."""
+    buffer = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def user_error(result) -> str:
+    """The one line a user sees for a failure they caused; fails the test on a traceback."""
+    assert result.returncode == 1, (result.stdout[-2000:], result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.fixture
+def stage(monkeypatch, capsys):
+    """Runs a stage script in this process, as DVC would (its exit code, stdout and stderr): the same code
+    path as a subprocess without paying for one."""
+    import subprocess
+
+    def run(project: Path, name: str) -> subprocess.CompletedProcess[str]:
+        code, out, err = in_process(project, name, monkeypatch, capsys)
+        return subprocess.CompletedProcess([name], code, out, err)
+
+    return run

@@ -142,8 +142,8 @@ def ui_command(args: argparse.Namespace) -> int:
     experiment's GenAI overview (traces, tokens) unless the address asks for its model-training view."""
     import subprocess
 
-    from coronet import tracking
     from coronet.params import TrackingParams, load_params
+    from coronet.tracking import store as tracking
 
     store = tracking.tracking_uri()
     db = tracking.sqlite_file(store)

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from coronet import nuisance
 from coronet.errors import ParamsError
+from coronet.imaging import nuisance
 
 PARAMS_FILE = "params.yaml"
 

@@ -1,5 +1,6 @@
 """The JSON records stages hand each other, one dataclass each with a schema version:
-``models/run.json`` (train), ``metrics/data.json`` (split) and ``models/package.json`` (package).
+``data/raw/sources.json`` (download), ``metrics/data.json`` (split), ``models/run.json`` (train) and
+``models/package.json`` (package).
 
 Each is written by one stage through ``write`` and read through ``read``, so its fields are named in
 one place. Reading a file of another kind, or of another schema, is one ``error:`` line that names
@@ -182,6 +183,17 @@ class RunRecord(Record):
         if problems:
             raise ModelMismatchError(f"{model_path} and {record_path} do not belong together: {'; '.join(problems)}: "
                                      f"{retrain}")
+
+
+@dataclass
+class SourcesRecord(Record):
+    """``data/raw/sources.json``: what the download stage fetched or drew, per source its archive's file, url,
+    size, sha256 and entry count."""
+
+    KIND: ClassVar[str] = "coronet.sources"
+    WRITER: ClassVar[str] = "download"
+    source: str  # upstream or synthetic (download.source)
+    archives: dict[str, dict[str, Any]]
 
 
 @dataclass

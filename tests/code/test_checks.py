@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coronet import checks, nuisance
 from coronet.data.phantom import draw_xray, encode
-from coronet.images import decode_grayscale
+from coronet.imaging import checks, nuisance
+from coronet.imaging.decode import decode_grayscale
 
 
 def films(count: int = 12, size: int = 256) -> list[np.ndarray]:

@@ -6,7 +6,9 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, RAMP, VENV_BIN, make_dicom
+from conftest import CLASSES, RAMP, VENV_BIN, encoded, make_dicom, noise
 from coronet.cli import main
 from coronet.records import RunRecord
 from coronet.serving.models import DISCLAIMER
@@ -200,7 +202,6 @@ def test_low_confidence_answers_are_flagged(capsys, model_path, images):
 
 def test_a_named_pipe_is_refused_not_waited_on(capsys, model_path, images):
     """Issue 24, defect 8: `coronet predict` on a named pipe hung, waiting for a writer."""
-    import os
 
     os.mkfifo(images / "pipe.png")
     code, out, _ = run(capsys, str(images / "pipe.png"), str(images / "a.png"), "--model", str(model_path),
@@ -250,7 +251,6 @@ def test_a_model_that_does_not_match_its_record_is_refused(capsys, model_path, i
 def test_an_unreachable_tracking_server_is_named_in_seconds(capsys, images, tmp_path, monkeypatch):
     """Issue 24, defect 6: with MLFLOW_TRACKING_URI at a dead server, predict was silent for 5 minutes, then
     blamed a missing alias. Now: MLflow's client retries for seconds (tracking.HTTP_SETTINGS) and says why."""
-    import time
 
     from conftest import free_port
 
@@ -261,3 +261,56 @@ def test_an_unreachable_tracking_server_is_named_in_seconds(capsys, images, tmp_
     assert code == 2 and out == "" and err.startswith("error: cannot reach the tracking server http://127.0.0.1:")
     assert len(err.strip().splitlines()) == 1
     assert time.monotonic() - started < 60  # two retries of a refused connection with backoff 1: seconds
+
+
+def test_predict_reports_odd_files_per_row(capsys, model_path, tmp_path):
+    from coronet.cli import main
+
+    good = tmp_path / "good.png"
+    good.write_bytes(encoded(noise((90, 80))))
+    odd = {
+        "window0.dcm": make_dicom(RAMP, WindowCenter=1000, WindowWidth=0),
+        # pydicom refuses to write a non-numeric IS: patch the two value bytes of (0028,0008) "7 " -> "ma".
+        "frames.dcm": make_dicom(RAMP, NumberOfFrames=7).replace(b"\x28\x00\x08\x00IS\x02\x007 ",
+                                                                 b"\x28\x00\x08\x00IS\x02\x00ma"),
+        "slope0.dcm": make_dicom(RAMP, RescaleSlope=0),
+        "scan.tiff": encoded(np.full((20, 20), 5, np.uint8), "TIFF"),
+        "scan.gif": encoded(np.full((20, 20), 5, np.uint8), "GIF"),
+    }
+    for name, data in odd.items():
+        (tmp_path / name).write_bytes(data)
+    out = tmp_path / "results.csv"
+    code = main(["predict", str(tmp_path), "--model", str(model_path), "--format", "csv", "--output", str(out)])
+    assert code == 1
+    frame = pd.read_csv(out, keep_default_na=False).set_index("file")
+    assert frame.loc[str(good), "error"] == "" and frame.loc[str(good), "predicted"] in CLASSES
+    errors = {Path(f).name: e for f, e in frame["error"].items()}
+    assert "WindowWidth 0 is invalid" in errors["window0.dcm"]
+    assert errors["frames.dcm"] == "DICOM NumberOfFrames 'ma' is not a whole number"
+    assert "RescaleSlope is 0" in errors["slope0.dcm"]
+    assert errors["scan.tiff"] == "TIFF images are not accepted: PNG, JPEG or DICOM only"
+    assert errors["scan.gif"] == "GIF images are not accepted: PNG, JPEG or DICOM only"
+    assert "5 of 6 file(s) failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", ["0", "-3", "ten"])
+def test_bad_batch_size_is_a_usage_error(capsys, model_path, tmp_path, size):
+    from coronet.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(tmp_path), "--model", str(model_path), "--batch-size", size])
+    assert exit_info.value.code == 2 and "--batch-size" in capsys.readouterr().err
+
+
+def test_gradcam_overlays_of_same_named_inputs_do_not_overwrite(capsys, model_path, tmp_path):
+    from coronet.cli import main
+
+    inputs = [tmp_path / "a" / "scan.png", tmp_path / "b" / "scan.png", tmp_path / "scan.dcm"]
+    for k, path in enumerate(inputs[:2]):
+        path.parent.mkdir()
+        path.write_bytes(encoded(noise(seed=k)))
+    inputs[2].write_bytes(make_dicom(RAMP))
+    cams = tmp_path / "cams"
+    assert main(["predict", *map(str, inputs), "--model", str(model_path), "--gradcam", str(cams)]) == 0
+    written = sorted(p.name for p in cams.iterdir())
+    assert len(written) == 3 and all(n.startswith("scan-") and n.endswith("_gradcam.png") for n in written)

@@ -77,7 +77,7 @@ def test_make_server_on_a_busy_port_is_one_error_before_anything_starts(tmp_path
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "coronet.team_server", "--port", str(port)], cwd=tmp_path,
+        done = subprocess.run([sys.executable, "-m", "coronet.tracking.team_server", "--port", str(port)], cwd=tmp_path,
                               capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and f"127.0.0.1:{port} is in use" in done.stderr

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
+from conftest import make_project, user_error, write_twins
 from coronet.data.archives import UnsafeArchiveError, check_archive, is_safe_member
 from coronet.data.download import ChecksumError, DownloadError, fetch, resolve_url
 
@@ -48,14 +51,6 @@ def test_retries_run_out_with_a_clear_error(file_server, tmp_path):
     with pytest.raises(DownloadError, match=r"after 3 attempts \(HTTP 500"):
         get(file_server, tmp_path, retries=2)
     assert not (tmp_path / "out" / "a.zip").exists()
-
-
-def test_checksum_mismatch_keeps_nothing(file_server, tmp_path):
-    file_server.files["/a.zip"] = PAYLOAD
-    with pytest.raises(ChecksumError, match="sha256 mismatch"):
-        get(file_server, tmp_path, sha256=sha(b"something else"))
-    assert not (tmp_path / "out" / "a.zip").exists()
-    assert not list((tmp_path / "partial").glob("*.part"))  # only the verified archive stays in the cache
 
 
 def test_missing_file_is_not_retried(file_server, tmp_path):
@@ -116,3 +111,106 @@ def test_archive_size_bound_and_truncation(tmp_path):
     truncated.write_bytes(ok.read_bytes()[:-30])
     with pytest.raises(UnsafeArchiveError, match="truncated"):
         check_archive(truncated, max_bytes=10_000)
+
+
+def parts(tmp_path: Path) -> list[Path]:
+    return list((tmp_path / "partial").glob("*.part"))
+
+
+def test_partial_download_survives_a_failed_run_and_resumes_with_if_range(file_server, tmp_path):
+    file_server.files["/a.zip"] = PAYLOAD
+    file_server.drop["/a.zip"] = 200_000
+    with pytest.raises(DownloadError, match="the next run resumes"):
+        get(file_server, tmp_path, retries=0)
+    (part,) = parts(tmp_path)
+    kept = part.stat().st_size
+    assert 0 < kept <= 200_000
+    fetched = get(file_server, tmp_path)
+    assert fetched.path.read_bytes() == PAYLOAD
+    assert file_server.requests[-1][1] == f"bytes={kept}-"  # continued where the failed run stopped
+    assert file_server.if_range[-1] and file_server.if_range[-1].startswith('"')  # the ETag of the first answer
+    assert not parts(tmp_path)
+
+
+def test_partial_of_a_changed_remote_file_is_not_continued(file_server, tmp_path):
+    file_server.files["/a.zip"] = PAYLOAD
+    file_server.drop["/a.zip"] = 200_000
+    with pytest.raises(DownloadError):
+        get(file_server, tmp_path, retries=0)
+    changed = PAYLOAD[::-1]
+    file_server.files["/a.zip"] = changed  # new ETag: If-Range fails and the server sends the whole file
+    assert get(file_server, tmp_path).path.read_bytes() == changed
+
+
+def test_partial_without_a_validator_restarts(file_server, tmp_path):
+    file_server.validators = False
+    file_server.files["/a.zip"] = PAYLOAD
+    file_server.drop["/a.zip"] = 200_000
+    with pytest.raises(DownloadError):
+        get(file_server, tmp_path, retries=0)
+    assert get(file_server, tmp_path).path.read_bytes() == PAYLOAD
+    assert file_server.requests[-1][1] is None  # nothing proved the file unchanged: no Range
+
+
+def test_gzip_encoded_answers_are_decoded(file_server, tmp_path):
+    file_server.files["/a.zip"] = PAYLOAD
+    file_server.gzip.add("/a.zip")
+    fetched = get(file_server, tmp_path, sha256=__import__("hashlib").sha256(PAYLOAD).hexdigest())
+    assert fetched.path.read_bytes() == PAYLOAD
+
+
+@pytest.mark.parametrize("status", [408, 429, 503])
+def test_throttling_answers_are_retried_after_retry_after(file_server, tmp_path, status):
+    file_server.files["/a.zip"] = PAYLOAD
+    file_server.answers["/a.zip"] = [(status, {"Retry-After": "1"})]
+    started = time.monotonic()
+    assert get(file_server, tmp_path, backoff_s=0.01).path.read_bytes() == PAYLOAD
+    assert time.monotonic() - started >= 0.9  # honoured the server's 1 s, not our 10 ms backoff
+
+
+def test_retry_after_beyond_reason_is_reported(file_server, tmp_path):
+    file_server.files["/a.zip"] = PAYLOAD
+    file_server.answers["/a.zip"] = [(429, {"Retry-After": "86400"})]
+    with pytest.raises(DownloadError, match="asks to retry in 86400 s; try later"):
+        get(file_server, tmp_path)
+
+
+def test_trickling_server_is_a_stall_and_the_download_resumes(file_server, tmp_path):
+    file_server.files["/a.zip"] = PAYLOAD
+    file_server.trickle["/a.zip"] = (500, 0.05, 60)  # 10 kB/s for 3 s: no progress worth the name
+    started = time.monotonic()
+    fetched = get(file_server, tmp_path, timeout_s=0.5)
+    assert fetched.path.read_bytes() == PAYLOAD
+    assert time.monotonic() - started < 3  # gave up on the trickle instead of waiting it out
+    assert len(file_server.requests) == 2 and file_server.requests[1][1].startswith("bytes=")
+
+
+def test_tampered_download_is_deleted_and_a_good_one_reused(file_server, tmp_path):
+    file_server.files["/a.zip"] = PAYLOAD[:-4] + b"evil"
+    with pytest.raises(ChecksumError):
+        get(file_server, tmp_path, sha256=sha(PAYLOAD))
+    assert not parts(tmp_path) and not (tmp_path / "out" / "a.zip").exists()
+    file_server.files["/a.zip"] = PAYLOAD
+    get(file_server, tmp_path, sha256=sha(PAYLOAD))
+    before = len(file_server.requests)
+    again = get(file_server, tmp_path, sha256=sha(PAYLOAD))
+    assert again.path.read_bytes() == PAYLOAD and len(file_server.requests) == before  # pinned: no request at all
+    file_server.files["/a.zip"] = PAYLOAD[::-1]  # unpinned, changed upstream: downloaded again
+    assert get(file_server, tmp_path).path.read_bytes() == PAYLOAD[::-1]
+
+
+def test_a_failing_second_archive_never_costs_the_first(file_server, tmp_path, stage):
+    covid_zip, kermany_zip = tmp_path / "covid-chestxray-dataset.zip", tmp_path / "ChestXRay2017.zip"
+    write_twins(tmp_path, seed=2, images_per_class=4, size=64)
+    file_server.files["/m/covid-chestxray-dataset.zip"] = covid_zip.read_bytes()
+    project = make_project(tmp_path / "repo", {"download.source": "upstream", "download.retries": 0,
+                                               "download.mirror": f"{file_server.url}/m"})
+    assert "HTTP 404" in user_error(stage(project, "download"))
+    assert (project / "data/raw/archives/covid-chestxray-dataset.zip").read_bytes() == covid_zip.read_bytes()
+    file_server.files["/m/ChestXRay2017.zip"] = kermany_zip.read_bytes()
+    file_server.files["/m/Actualmed-COVID-chestxray-dataset.zip"] = (
+        tmp_path / "Actualmed-COVID-chestxray-dataset.zip").read_bytes()
+    assert stage(project, "download").returncode == 0
+    # The COVID-19 archive came from the download cache, after the server said it had not changed.
+    assert file_server.not_modified == ["/m/covid-chestxray-dataset.zip"]
+    assert [p for p, _ in file_server.requests].count("/m/covid-chestxray-dataset.zip") == 2

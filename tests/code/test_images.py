@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REFERENCE
-from coronet.images import ImageDecodeError, decode_grayscale, fit_square, max_pixels
+from conftest import REFERENCE, encoded, make_dicom
+from coronet.imaging.decode import ImageDecodeError, decode_grayscale, fit_square, max_pixels
 from coronet.model.dataset import model_input
-
-
-def encoded(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()
 
 
 def gradient(width: int = 64, height: int = 48) -> np.ndarray:
@@ -125,7 +117,7 @@ def test_real_quirky_images_all_decode():
 
 DECODE_PEAK = """
 import resource, sys
-from coronet.images import decode_grayscale
+from coronet.imaging.decode import decode_grayscale
 data = open(sys.argv[1], "rb").read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 gray = decode_grayscale(data)
@@ -150,3 +142,10 @@ def test_a_large_16_bit_png_decodes_within_a_memory_budget(tmp_path):
     rows, columns, dtype, grown = done.stdout.split()
     assert (int(rows), int(columns), dtype) == (side, side, "uint8")
     assert int(grown) < 5 * side * side * 4 / 3, f"{int(grown) / 2**20:.0f} MB"
+
+
+def test_12bit_content_in_a_16bit_png_is_scaled_by_its_real_range():
+    twelve_bit = np.linspace(0, 4095, 64 * 16).astype(np.uint16).reshape(16, 64)
+    out = decode_grayscale(encoded(twelve_bit))
+    assert out.min() == 0 and out.max() == 255  # not 0..16, as scaling by 65535 gave
+    np.testing.assert_array_equal(out, decode_grayscale(make_dicom(twelve_bit)))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from coronet import tracking
+from coronet.tracking import store
+from coronet.tracking.run import PipelineRun
+from coronet.tracking.store import TrackingConfigError
 
 
 def test_default_store_is_the_real_repository_under_dvc_temp_runs(tmp_path, monkeypatch):
@@ -14,11 +16,11 @@ def test_default_store_is_the_real_repository_under_dvc_temp_runs(tmp_path, monk
     monkeypatch.chdir(copy)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(real))
-    assert tracking.shown_uri() == f"sqlite:///{real.resolve() / 'mlflow.db'}"
-    assert tracking.tracking_uri().endswith(f"?timeout={tracking.SQLITE_BUSY_TIMEOUT_S}")  # queued writers wait
-    experiment = mlflow.get_experiment(tracking.configure("coronet-test"))
+    assert store.shown_uri() == f"sqlite:///{real.resolve() / 'mlflow.db'}"
+    assert store.tracking_uri().endswith(f"?timeout={store.SQLITE_BUSY_TIMEOUT_S}")  # queued writers wait
+    experiment = mlflow.get_experiment(store.configure("coronet-test"))
     assert experiment.artifact_location == (real.resolve() / "mlartifacts").as_uri()
-    assert tracking.configure("coronet-test") == experiment.experiment_id  # found, not created again
+    assert store.configure("coronet-test") == experiment.experiment_id  # found, not created again
     # The UI opens it on its runs (the training view), and MLflow's "Default", pointing into the temporary
     # copy, is gone (deleted, so the UI does not list it).
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -27,22 +29,22 @@ def test_default_store_is_the_real_repository_under_dvc_temp_runs(tmp_path, monk
 
 def test_explicit_tracking_uri_wins(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/elsewhere.db")
-    assert tracking.shown_uri() == f"sqlite:///{tmp_path}/elsewhere.db"
+    assert store.shown_uri() == f"sqlite:///{tmp_path}/elsewhere.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+    assert store.tracking_uri() == "http://127.0.0.1:5000"
 
 
 def test_a_read_only_store_is_a_configuration_error_in_one_line(monkeypatch, tmp_path, capsys):
     """Issue 16, defect 4: a read-only mlflow.db gave ~190 lines of SQLAlchemy tracebacks, a warning that
     named the wrong cause, and exit 0. SQLite's own read-only mode makes the store read-only for root too."""
-    store = tmp_path / "mlflow.db"
+    db = tmp_path / "mlflow.db"
     monkeypatch.chdir(tmp_path)  # MLflow makes the folder of a `file:` database path relative to the working directory
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
-    tracking.configure("coronet-test")  # a store with the experiment in it
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///file:{store}?mode=ro&uri=true")
-    run = tracking.PipelineRun("coronet-test")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    store.configure("coronet-test")  # a store with the experiment in it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///file:{db}?mode=ro&uri=true")
+    run = PipelineRun("coronet-test")
     capsys.readouterr()
-    with pytest.raises(tracking.TrackingConfigError) as info:
+    with pytest.raises(TrackingConfigError) as info:
         run.start()
     message = str(info.value)
     assert "is read-only" in message and "MLFLOW_TRACKING_URI" in message and "\n" not in message
@@ -52,7 +54,7 @@ def test_a_read_only_store_is_a_configuration_error_in_one_line(monkeypatch, tmp
 
 def test_a_failing_store_costs_one_warning_and_nothing_after(capsys):
     """The first failed MLflow call is reported once; later calls are skipped, not retried one by one."""
-    run = tracking.PipelineRun("coronet-test")
+    run = PipelineRun("coronet-test")
     calls = []
 
     def down(*args):
@@ -68,10 +70,10 @@ def test_a_failing_store_costs_one_warning_and_nothing_after(capsys):
 
 
 def test_mlflow_http_client_waits_seconds_not_minutes(monkeypatch, tmp_path):
-    for key in tracking.HTTP_SETTINGS:
+    for key in store.HTTP_SETTINGS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/store.db")
-    tracking.configure("coronet-test")
+    store.configure("coronet-test")
     from mlflow.environment_variables import (
         MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
         MLFLOW_HTTP_REQUEST_MAX_RETRIES,
@@ -90,10 +92,10 @@ def _reset_mlflow_uri():
 
 RUN_AT = """
 import sys, time
-from coronet import tracking
+from coronet.tracking.run import PipelineRun
 start = float(sys.argv[1])
 time.sleep(max(0.0, start - time.time()))  # both processes open the fresh store at the same moment
-run = tracking.PipelineRun("coronet")
+run = PipelineRun("coronet")
 run.start(run_name=sys.argv[2])
 run.log_params({"who": sys.argv[2]})
 run.end()

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import CLASSES, VENV_BIN, free_port, run_tool, start_server, stop_server
-from coronet import nuisance
+from coronet.imaging import nuisance
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 

@@ -4,6 +4,7 @@ the tests that change a project change a copy of it."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shlex
 import shutil
@@ -208,7 +209,7 @@ def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs
     assert run.data.params["train.learning_rate"] == "0.001"
-    assert run.data.params["split.group_by"] == "patient"  # the data stages' params, from dvc.lock
+    assert run.data.params["split.group_by"] == "patient"  # the data version's settings, from metrics/data.json
     for curve in ("accuracy/train", "accuracy/val", "loss/train", "loss/val", "epoch_seconds"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, curve)] == [1, 2], curve
     headline = json.loads((project / "metrics/metrics.json").read_text())
@@ -218,13 +219,12 @@ def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
     assert not any(k.startswith(("test/confusion_matrix", "test/intervals", "test/by_")) for k in run.data.metrics)
     assert run.data.tags["precision"] in {"float32", "mixed_bfloat16"}
 
-    # One dataset per split, named by its role; the digest is DVC's hash of the processed images.
-    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["resize"]["outs"]
-    images_md5 = next(o["md5"] for o in lock if o["path"] == "data/processed/images")
+    # One dataset per split, named by its role; the digest is the image index's sha256 (it lists each PNG's).
+    images_sha256 = hashlib.sha256((project / "data/processed/images.csv").read_bytes()).hexdigest()
     inputs = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
               for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"training", "validation", "testing"}
-    assert all(d.digest == images_md5[:36] for d in inputs.values())
+    assert all(d.digest == images_sha256[:36] for d in inputs.values())
     sizes = {k: json.loads(d.profile)["num_rows"] for k, d in inputs.items()}
     data = json.loads((project / "metrics/data.json").read_text())
     assert sum(sizes.values()) == data["total"] - data["images"]["control"]["total"] - data["images"]["external"][
@@ -242,6 +242,8 @@ def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
     assert tags["device"] == "CPU" and len(tags["mlflow.source.git.commit"]) == 40
     assert not any(k.startswith(("dvc.data/", "data.")) for k in tags)  # on the datasets, not the run page
     dataset_tags = {t.key: t.value for t in run.inputs.dataset_inputs[0].tags}
+    assert dataset_tags["splits.sha256"] == hashlib.sha256((project / "data/processed/splits.csv").read_bytes()
+                                                          ).hexdigest()
     assert dataset_tags["covid.sha256"] == json.loads((project / "data/raw/sources.json").read_text())[
         "archives"]["covid"]["sha256"]
     # A synthetic model says so (issue 24): the run's description and tags, the registered version's, the
@@ -468,7 +470,7 @@ def test_train_stays_up_to_date_when_evaluation_code_changes(pipeline, tmp_path)
     copy = tmp_path / "copy"
     shutil.copytree(pipeline.project, copy, symlinks=True)
     for module in ("evaluation/metrics", "evaluation/gradcam", "evaluation/plots", "evaluation/controls",
-                   "serving/predict", "checks"):
+                   "serving/predict", "imaging/checks"):
         path = copy / "src/coronet" / f"{module}.py"
         path.write_text(path.read_text() + "\n# an edit\n")
     status = json.loads(run_tool(copy, "dvc", "status", "--json").stdout)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LOOPBACK, TINY, VENV_BIN, free_port, git, make_project, run_tool, stop_server
-from coronet import team_server
+from conftest import LOOPBACK, VENV_BIN, free_port, git, project_copy, run_tool, set_params, stop_server
+from coronet.tracking import team_server
 
 try:
     team_server.pg_binary("initdb")
@@ -56,16 +56,20 @@ def server(database, tmp_path) -> tuple[str, subprocess.Popen]:
     return f"http://127.0.0.1:{port}", process
 
 
-def test_the_pipeline_and_two_queued_experiments_at_once_on_postgresql(database, tmp_path):
+def test_the_pipeline_and_two_queued_experiments_at_once_on_postgresql(database, pipeline, tmp_path):
+    """Both checkouts start from the shared run (its data stages come from DVC's run cache, so three trainings
+    of one epoch are the cost)."""
     import mlflow
 
     url, process = server(database, tmp_path)
     env = {"MLFLOW_TRACKING_URI": url}
     try:
-        ours = make_project(tmp_path / "ours", {**TINY, "train.epochs": 1})
+        ours = project_copy(pipeline, tmp_path / "ours", {"train.epochs": 1})
         colleague = tmp_path / "colleague"
         git(tmp_path, "clone", "-q", str(ours), str(colleague))
-        for name, value in (("team-lr", "train.learning_rate=0.002"), ("team-seed", "seed=7")):
+        run_tool(colleague, "dvc", "cache", "dir", "--local", str(ours / ".dvc/cache"))  # a team's shared cache
+        set_params(colleague, {"train.learning_rate": 0.003})
+        for name, value in (("team-lr", "train.learning_rate=0.002"), ("team-batch", "train.batch_size=8")):
             run_tool(ours, "dvc", "exp", "run", "--queue", "-n", name, "-S", value, env=env)
         run_tool(ours, "dvc", "queue", "start", "-j", "2", env=env)
         started = time.monotonic()
@@ -74,7 +78,7 @@ def test_the_pipeline_and_two_queued_experiments_at_once_on_postgresql(database,
                                                                 **env})
         while True:
             status = run_tool(ours, "dvc", "queue", "status", env=env).stdout
-            finished = [n for n in ("team-lr", "team-seed") if any(n in line and ("Success" in line or "Failed" in line)
+            finished = [n for n in ("team-lr", "team-batch") if any(n in line and ("Success" in line or "Failed" in line)
                                                                    for line in status.splitlines())]
             if len(finished) == 2:
                 break
@@ -82,18 +86,19 @@ def test_the_pipeline_and_two_queued_experiments_at_once_on_postgresql(database,
             time.sleep(5)
         out, _ = repro.communicate(timeout=900)
         assert repro.returncode == 0, out[-4000:]
+        assert "Stage 'resize' is cached" in out or "Stage 'resize' didn't change" in out, out[-4000:]
         assert "Failed" not in status, run_tool(ours, "dvc", "queue", "logs", "team-lr", check=False).stdout[-3000:]
         shown = json.loads(run_tool(ours, "dvc", "exp", "show", "--json", env=env).stdout)
         experiments = {e["name"]: e for commit in shown for e in (commit.get("experiments") or [])}
-        assert {"team-lr", "team-seed"} <= set(experiments)
+        assert {"team-lr", "team-batch"} <= set(experiments)
 
         mlflow.set_tracking_uri(url)
         client = mlflow.MlflowClient()
         experiment = client.get_experiment_by_name("coronet")
         runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
         colleague_run = client.get_run(json.loads((colleague / "models/run.json").read_text())["run_id"])
-        assert {"team-lr", "team-seed"} <= set(runs) and colleague_run.info.run_name.startswith("repro-")
-        for run in (runs["team-lr"], runs["team-seed"], colleague_run):
+        assert {"team-lr", "team-batch"} <= set(runs) and colleague_run.info.run_name.startswith("repro-")
+        for run in (runs["team-lr"], runs["team-batch"], colleague_run):
             assert run.info.status == "FINISHED", run.info.run_name
             assert "test/accuracy" in run.data.metrics and "test/controls.covid_rate" in run.data.metrics
             assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/val")] == [1]
@@ -103,7 +108,7 @@ def test_the_pipeline_and_two_queued_experiments_at_once_on_postgresql(database,
                 a.path for a in client.list_artifacts(run.info.run_id)}
         assert runs["team-lr"].data.params["train.learning_rate"] == "0.002"
         versions = client.search_model_versions("name = 'coronet'")
-        assert {v.run_id for v in versions} >= {runs["team-lr"].info.run_id, runs["team-seed"].info.run_id,
+        assert {v.run_id for v in versions} >= {runs["team-lr"].info.run_id, runs["team-batch"].info.run_id,
                                                colleague_run.info.run_id}
         local = tmp_path / "downloaded"
         mlflow.artifacts.download_artifacts("models:/coronet@candidate", dst_path=str(local))
@@ -113,12 +118,11 @@ def test_the_pipeline_and_two_queued_experiments_at_once_on_postgresql(database,
         stop_server(process)
 
 
-def test_training_finishes_when_the_server_stops_mid_run(database, tmp_path):
+def test_training_finishes_when_the_server_stops_mid_run(database, pipeline, tmp_path):
     """One warning, a few seconds of waiting, then training goes on without MLflow and saves the model."""
     url, process = server(database, tmp_path)
-    project = make_project(tmp_path / "repo", {**TINY, "train.epochs": 3})
+    project = project_copy(pipeline, tmp_path / "repo", {"train.epochs": 3})  # the shared run's data
     env = {"MLFLOW_TRACKING_URI": url}
-    run_tool(project, "dvc", "repro", "split", env=env)
     state = project / "models/checkpoints/state.json"
     log = tmp_path / "train.log"
     train = subprocess.Popen([str(VENV_BIN / "python"), "stages/train.py"], cwd=project,
@@ -148,7 +152,7 @@ def test_make_server_stops_both_servers_on_sigterm(tmp_path):
 
     folder = Path(tempfile.mkdtemp(prefix="coronet-team-"))
     port, log = free_port(), tmp_path / "server.log"
-    script = f"from pathlib import Path; from coronet.team_server import main; main(Path({str(folder)!r}), {port})"
+    script = f"from pathlib import Path; from coronet.tracking.team_server import main; main(Path({str(folder)!r}), {port})"
     process = start_server([str(VENV_BIN / "python"), "-c", script], f"http://127.0.0.1:{port}/health", log,
                            timeout=180)
     try:

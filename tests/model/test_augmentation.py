@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import CLASSES
-from coronet import checks
+from coronet.imaging import checks
 from coronet.model.dataset import make_dataset, model_input
 from coronet.params import NuisanceParams, NuisanceStep
 

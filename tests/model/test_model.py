@@ -61,7 +61,7 @@ def test_prediction_and_training_share_preprocessing(tmp_path):
     rng = np.random.default_rng(0)
     original = rng.integers(0, 255, (300, 260), dtype=np.uint8)
     # What the resize stage writes for this original, then what training reads from it...
-    from coronet.images import decode_grayscale, fit_square, to_png_bytes
+    from coronet.imaging.decode import decode_grayscale, fit_square, to_png_bytes
 
     buffer = io.BytesIO()
     Image.fromarray(original).save(buffer, format="PNG")

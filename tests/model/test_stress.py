@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from conftest import CLASSES
-from coronet import nuisance
 from coronet.evaluation import controls, stress
+from coronet.imaging import nuisance
 from coronet.model.classifier import Classifier
 
 SIZE = 71

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from coronet import checks
 from coronet.console import progress
 from coronet.data.archives import ArchiveReader
 from coronet.data.duplicates import (
@@ -25,7 +24,8 @@ from coronet.data.duplicates import (
 )
 from coronet.data.sources import SCORED_ONLY, Candidate, Rejection
 from coronet.files import sha256_bytes
-from coronet.images import ImageDecodeError, decode_grayscale
+from coronet.imaging import checks
+from coronet.imaging.decode import ImageDecodeError, decode_grayscale
 from coronet.params import MergeParams
 
 MANIFEST_COLUMNS = [

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from coronet import nuisance
 from coronet.errors import ParamsError
+from coronet.imaging import nuisance
 
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 

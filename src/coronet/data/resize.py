@@ -11,7 +11,7 @@ import pandas as pd
 from coronet.console import progress
 from coronet.data.archives import ArchiveReader
 from coronet.files import sha256_bytes
-from coronet.images import decode_grayscale, fit_square, to_png_bytes
+from coronet.imaging.decode import decode_grayscale, fit_square, to_png_bytes
 
 _reader = ArchiveReader()  # per worker process: each opens the archives once
 

@@ -98,7 +98,7 @@ def gradcam_panel(classifier: Any, test: pd.DataFrame, predictions: pd.DataFrame
     import matplotlib.pyplot as plt
 
     from coronet.evaluation.plots import save_figure
-    from coronet.images import decode_grayscale
+    from coronet.imaging.decode import decode_grayscale
 
     classes = classifier.classes
     merged = test[["id", "path"]].merge(predictions, on="id").sort_values("id")

@@ -98,27 +98,30 @@ def compute_metrics(predictions: pd.DataFrame, classes: list[str], groups: dict[
 HEADLINE_SCORES = ("precision", "recall", "f1", "specificity")
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+def headline(metrics: dict[str, Any], evidence: dict[str, Any]) -> dict[str, Any]:
     """What metrics/metrics.json holds: the numbers people compare across versions (about 45 with four
     classes), so `dvc exp show` stays readable: the summary numbers first (they are its first columns),
-    then per class and the confusion matrix. The full tree, evidence included, goes to evidence.json."""
+    then per class and the confusion matrix. ``metrics`` is :func:`compute_metrics`'s, ``evidence``
+    :func:`coronet.evaluation.evidence.collect`'s (calibration, controls, external sources); the full tree of
+    both goes to evidence.json."""
     result: dict[str, Any] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_avg"]["f1"]}
     if "class" in metrics["screening"]:
         result[f"{metrics['screening']['class']}_vs_rest"] = {k: metrics["screening"][k]
                                                               for k in ("sensitivity", "specificity")}
-    controls = metrics.get("controls", {})
+    controls = evidence.get("controls", {})
     if "called_screening" in controls:  # Is it COVID-19 or the source? (evaluation.controls)
         name = controls["screening_class"]
         result["controls"] = {f"{name}_rate": controls["called_screening"]["rate"],
                               f"other_source_{name}_rate": controls["other_source_called_screening"]["rate"]}
-    external = metrics.get("external", {})
+    external = evidence.get("external", {})
     if "sensitivity" in external:  # a hospital the model never saw (evaluation.controls)
         name = external["screening_class"]
         result["external"] = {f"{name}_{what}": external[what]["rate"] for what in ("sensitivity", "specificity")}
     if "accuracy" in metrics["grouped"]:
         result["grouped_accuracy"] = metrics["grouped"]["accuracy"]
     result.update({
-        "ece": metrics["calibration"]["ece"], "weighted_f1": metrics["weighted_avg"]["f1"], "n_test": metrics["n_test"],
+        "ece": evidence["calibration"]["ece"], "weighted_f1": metrics["weighted_avg"]["f1"],
+        "n_test": metrics["n_test"],
         "per_class": {c: {k: s[k] for k in HEADLINE_SCORES} for c, s in metrics["per_class"].items()},
         "confusion_matrix": metrics["confusion_matrix"],
     })

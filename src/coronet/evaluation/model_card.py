@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from coronet import nuisance
 from coronet.data import sources
 from coronet.evaluation.confounds import PROBE_WARNING_AUC
 from coronet.evaluation.controls import clearly_above, verdict
 from coronet.evaluation.intervals import shown
 from coronet.evaluation.stress import LUNG_TESTS
+from coronet.imaging import nuisance
 from coronet.records import RunRecord
 
 # Khan, Shah, Bhat 2020, Tables IV-VI (the figures the paper reports; others are not restated here).

@@ -1,6 +1,6 @@
 """Shortcut stress tests: how predictions move when the test images change in ways that should not matter.
 
-Each nuisance transform (:data:`coronet.nuisance.TRANSFORMS`) takes a processed 8-bit grayscale image and
+Each nuisance transform (:data:`coronet.imaging.nuisance.TRANSFORMS`) takes a processed 8-bit grayscale image and
 a strength, where strength 0 is the image itself. None adds information about disease: a model whose
 predictions flip under them (above all towards COVID-19 under a frame, as COVID-19 images are often framed
 figures from papers) has learned where an image came from. The lungs-removed pair (Maguolo & Nanni 2021)
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from coronet import nuisance
 from coronet.evaluation.intervals import wilson
-from coronet.images import decode_grayscale
+from coronet.imaging import nuisance
+from coronet.imaging.decode import decode_grayscale
 
 LUNG_TESTS = ("lungs_removed", "lungs_only")
 

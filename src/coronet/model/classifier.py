@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from coronet.images import decode_grayscale, fit_square
+from coronet.imaging.decode import decode_grayscale, fit_square
 from coronet.model.dataset import model_input
 from coronet.records import ModelMismatchError, RunRecord, TrainingData
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coronet.nuisance import augment as nuisance_augment
+from coronet.imaging.nuisance import augment as nuisance_augment
 from coronet.params import AugmentParams, NuisanceParams
 
 
@@ -162,7 +162,7 @@ def make_dataset(
 
 
 def _with_nuisance(images: Any, steps: dict[str, tuple[float, float, float]], seed: int, image_size: int) -> Any:
-    """Image k of the epoch through :func:`coronet.nuisance.augment`, drawing from (seed, k) alone."""
+    """Image k of the epoch through :func:`coronet.imaging.nuisance.augment`, drawing from (seed, k) alone."""
     import tensorflow as tf
 
     def transform(gray: np.ndarray, k: np.int64) -> np.ndarray:

@@ -22,10 +22,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from coronet import checks
 from coronet.console import positive_int, positive_number
 from coronet.errors import UserError
 from coronet.evaluation.intervals import shown
+from coronet.imaging import checks
 
 PREDICTED = "the predicted class"
 MAX_IMAGES = 8

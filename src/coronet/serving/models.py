@@ -66,7 +66,7 @@ def from_registry(model_uri: str) -> Served:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from coronet import tracking
+    from coronet.tracking import store as tracking
 
     tracking.client_settings()
     mlflow.set_tracking_uri(tracking.tracking_uri())
@@ -126,7 +126,7 @@ def pick(model: str | None, model_uri: str | None, registered_name: str = "coron
         return from_registry(model_uri)
     if model or paths.MODEL.is_file():
         return from_file(Path(model or paths.MODEL))
-    from coronet import tracking
+    from coronet.tracking import store as tracking
 
     uri, store = f"models:/{registered_name}@candidate", tracking.tracking_uri()
     db = tracking.sqlite_file(store)

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from coronet import checks
 from coronet.console import progress
-from coronet.images import decode_grayscale
+from coronet.imaging import checks
+from coronet.imaging.decode import decode_grayscale
 from coronet.model.classifier import Classifier
 
 
