@@ -57,7 +57,7 @@ demo: venv
 
 # Two workers (pytest-xdist), each test file on one; the shared pipeline run is built once (tests/conftest.py).
 test: venv
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # The edit-test loop: the code and data tiers (no training, no DVC pipeline run).
 test-fast: venv
@@ -112,6 +112,7 @@ bench: venv
 	$(BIN)/python benchmarks/stress_cost.py
 	$(BIN)/python benchmarks/precision.py
 	$(BIN)/python benchmarks/first_steps.py
+	$(BIN)/python benchmarks/first_epoch.py
 
 clean-venv:
 	rm -rf $(VENV) .venv-flavour

@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import CLASSES
 from coronet.data.split import LeakageError, assign_splits, check_leakage
-
-CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
 
 
 def manifest(images_per_patient: list[int], seed: int = 0) -> pd.DataFrame:

@@ -94,7 +94,7 @@ def test_a_picked_class_is_explained_and_limits_hold(page, pipeline, tmp_path):
     url, *_ = page
     files = images(pipeline, tmp_path)
     _, overlays, _ = classify(url, [files["plain"]], "covid")
-    assert overlays[0]["caption"].endswith("Grad-CAM of covid") or "Grad-CAM of covid" in overlays[0]["caption"]
+    assert "Grad-CAM of covid" in overlays[0]["caption"]
     report, _, answers = classify(url, [files["dicom"], files["plain"], files["plain"], files["plain"]])
     assert "4 images were sent; the first 3 are classified" in report and len(answers) == 3  # --max-images 3
     assert answers[0]["error"] == "DICOM file has no pixel data"

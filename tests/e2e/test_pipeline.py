@@ -20,6 +20,7 @@ from conftest import (
     CLASSES,
     REFERENCE,
     ROOT,
+    TINY,
     VENV_BIN,
     free_port,
     git,
@@ -40,6 +41,12 @@ OUTPUTS = ["data/raw/sources.json", "data/raw/archives/covid-chestxray-dataset.z
            "metrics/figures/gradcam_panel.png", "metrics/figures/stress.png", "metrics/curves/calibration.csv",
            "metrics/curves/roc/covid.csv", "metrics/curves/precision_recall/pneumonia_viral.csv"]
 
+# What the shared run's twins hold (TINY): images_per_class films of each class to train on, controls_per_finding
+# same-source controls for each of the COVID twin's 4 control findings, and the external twin's films (half a
+# class per finding, 2 findings).
+PER_CLASS = TINY["download.synthetic.images_per_class"]
+TRAINED, CONTROLS, EXTERNAL = len(CLASSES) * PER_CLASS, 4 * TINY["download.synthetic.controls_per_finding"], PER_CLASS
+
 
 def test_repro_writes_every_output(pipeline):
     project = pipeline.project
@@ -58,7 +65,7 @@ def test_data_outputs_are_consistent(pipeline):
     project = pipeline.project
     manifest = pd.read_csv(project / "data/interim/manifest.csv", keep_default_na=False)
     pool, controls = manifest[manifest["cohort"] == "pool"], manifest[manifest["cohort"] == "control"]
-    assert pool.groupby("label").size().to_dict() == {c: 12 for c in CLASSES}
+    assert pool.groupby("label").size().to_dict() == {c: PER_CLASS for c in CLASSES}
     # the COVID twin's same-source controls: 2 per finding, from its source only, mapped as params map them
     assert set(controls["source"]) == {"covid"} and controls["finding"].value_counts().to_dict() == {
         "No Finding": 2, "Pneumonia/Bacterial/Streptococcus": 2, "Pneumonia/Fungal/Pneumocystis": 2,
@@ -73,11 +80,11 @@ def test_data_outputs_are_consistent(pipeline):
     sources = json.loads((project / "data/raw/sources.json").read_text())["archives"]
     assert {k: v["sha256"] for k, v in data["archives"].items()} == {k: v["sha256"] for k, v in sources.items()}
     assert sum(data["images"][s]["total"] for s in ("train", "val", "test", "control", "external")) == data[
-        "total"] == 56 + 12
-    assert data["controls"]["scored_only"] == 8 and data["images"]["control"]["total"] == 8
-    # issue 25: the external twin's films, half a class per finding (6 COVID-19, 6 No finding), scored only
-    assert {k: data["images"]["external"][k] for k in ("covid", "normal", "total")} == {"covid": 6, "normal": 6,
-                                                                                          "total": 12}
+        "total"] == TRAINED + CONTROLS + EXTERNAL
+    assert data["controls"]["scored_only"] == data["images"]["control"]["total"] == CONTROLS
+    # issue 25: the external twin's films, half a class per finding (COVID-19, No finding), scored only
+    assert {k: data["images"]["external"][k] for k in ("covid", "normal", "total")} == {
+        "covid": EXTERNAL // 2, "normal": EXTERNAL // 2, "total": EXTERNAL}
     splits = pd.read_csv(project / "data/processed/splits.csv").merge(manifest, on="id")
     assert (splits.groupby("patient_id")["split"].nunique() == 1).all()
     assert set(splits.loc[splits["cohort"] == "control", "split"]) == {"control"}  # never trained on
@@ -116,16 +123,22 @@ def test_metrics_json_holds_the_headline_and_evidence_json_the_rest(pipeline):
     assert metrics["accuracy"] == pytest.approx((predictions["label"] == predictions["predicted"]).mean())
     assert set(metrics["per_class"]["covid"]) == {"precision", "recall", "f1", "specificity", "support"}
     ci = metrics["intervals"]
-    for name in ("precision", "recall", "specificity"):
-        interval = ci["per_class"]["normal"][name]
-        assert interval is None or 0 <= interval["low"] <= interval["high"] <= 1
+    for name in ("precision", "recall", "specificity"):  # a Wilson interval holds its point estimate
+        score, interval = metrics["per_class"]["normal"][name], ci["per_class"]["normal"][name]
+        assert (score is None) == (interval is None) and (score is None or interval["low"] <= score <= interval["high"])
     assert ci["accuracy"]["low"] <= metrics["accuracy"] <= ci["accuracy"]["high"]
-    assert 0 <= metrics["calibration"]["ece"] <= 1 and 0 <= metrics["calibration"]["brier"] <= 2
+    # Brier and ECE worked out here from predictions.csv; its 6 decimals move each probability by 5e-7 at most
+    probs = predictions[[f"p_{c}" for c in CLASSES]].to_numpy()
+    onehot = (predictions["label"].to_numpy()[:, None] == np.array(CLASSES)).astype(float)
+    assert metrics["calibration"]["brier"] == pytest.approx(((probs - onehot) ** 2).sum(axis=1).mean(), abs=1e-5)
+    # ECE (binned) is at least the gap between accuracy and mean confidence (the one-bin ECE): triangle inequality
+    gap = abs(metrics["accuracy"] - probs.max(axis=1).mean())
+    assert gap - 1e-5 <= metrics["calibration"]["ece"] <= 1
     assert set(metrics["by_source"]) == {"covid", "kermany"}
     assert sum(g["n"] for g in metrics["by_age_band"].values()) == metrics["n_test"]
     assert "1-5 by provenance" in metrics["by_age_band"]
     probe = metrics["confound_probe"]
-    assert probe["images"] == 56 and probe["image_statistics"]["folds"] == 5  # the trained sources' films only
+    assert probe["images"] == TRAINED + CONTROLS and probe["image_statistics"]["folds"] == 5  # the trained sources' films only
     assert metrics["leakage"] == {"patients_shared": 0, "images_shared": 0, "near_duplicate_groups_shared": 0}
 
 
@@ -134,10 +147,10 @@ def test_the_same_source_controls_are_scored_from_their_predictions(pipeline):
     metrics/predictions.csv, and the headline holds the two rates."""
     project = pipeline.project
     scored = pd.read_csv(project / "metrics/controls.csv", keep_default_na=False)
-    assert len(scored) == 8 and set(scored["source"]) == {"covid"}
+    assert len(scored) == CONTROLS and set(scored["source"]) == {"covid"}
     controls = json.loads((project / "metrics/evidence.json").read_text())["controls"]
     called = scored["predicted"] == "covid"
-    assert controls["called_screening"]["n"] == 8 and controls["called_screening"]["called"] == called.sum()
+    assert controls["called_screening"]["n"] == CONTROLS and controls["called_screening"]["called"] == called.sum()
     for finding, part in scored.groupby("finding"):
         assert controls["by_finding"][finding]["rate"] == pytest.approx((part["predicted"] == "covid").mean())
     test = pd.read_csv(project / "metrics/predictions.csv").merge(
@@ -187,9 +200,11 @@ def test_stress_results_follow_params_and_the_predictions(pipeline):
     assert results["images"] == len(predictions)
     assert results["baseline"]["accuracy"] == pytest.approx((predictions["label"] == predictions["predicted"]).mean())
     assert results["chance"] == pytest.approx(predictions["label"].value_counts(normalize=True).max())
+    before = predictions["predicted"].value_counts()
     for by_strength in results["transforms"].values():
-        for stats in by_strength.values():
-            assert 0 <= stats["flip_rate"] <= 1 and set(stats["flip_to"]) == set(stats["recall"])
+        for stats in by_strength.values():  # every changed answer left exactly one class
+            left = sum((stats["flip_from"][c] or 0) * before.get(c, 0) for c in CLASSES)
+            assert stats["flip_rate"] * len(predictions) == pytest.approx(left) and set(stats["flip_to"]) == set(CLASSES)
     lungs = results["lungs"]["lungs_removed 0.7"]
     assert lungs["accuracy"] == results["transforms"]["lungs_removed"]["0.7"]["accuracy"]
     assert lungs["above_chance"] == (lungs["interval"]["low"] > results["chance"])

@@ -15,13 +15,12 @@ import zipfile
 import pandas as pd
 import pytest
 
-from conftest import REFERENCE, make_project, run_tool
+from conftest import CLASSES, REFERENCE, make_project, run_tool
 
 REAL_MINI = REFERENCE / "real-mini"
 ACTUALMED_MINI = REFERENCE / "actualmed-mini"  # the third hospital, scored as an external source
 pytestmark = pytest.mark.skipif(not (REAL_MINI.is_dir() and ACTUALMED_MINI.is_dir()),
                                 reason="../shared/reference/real-mini or actualmed-mini is absent")
-CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
 # The same X-ray (an 83-year-old man) uploaded under patients 193 and 195, cropped and contrast-changed
 # differently: found by looking at the two films side by side.
 SAME_FILM = ("2-chest-filmc.jpg", "7-fatal-covid19.jpg")

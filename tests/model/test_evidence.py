@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import CLASSES
 from coronet.data.split import leakage_counts
 from coronet.evaluation.calibration import brier_score, expected_calibration_error, reliability_bins
 from coronet.evaluation.confounds import age_band, breakdown, source_probe
 from coronet.evaluation.intervals import bootstrap, wilson
-
-CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
 
 
 def test_wilson_against_the_closed_form():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from conftest import CLASSES
 from coronet.evaluation.metrics import compute_metrics
 
-CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
 GROUPS = {"covid": ["covid"], "normal": ["normal"], "pneumonia": ["pneumonia_bacterial", "pneumonia_viral"]}
 PAIRS = [  # (actual, predicted)
     ("covid", "covid"), ("covid", "covid"), ("covid", "covid"), ("covid", "normal"),
@@ -17,12 +17,16 @@ PAIRS = [  # (actual, predicted)
 ]
 
 
-@pytest.fixture
-def metrics():
+def hand_made() -> pd.DataFrame:
     frame = pd.DataFrame(PAIRS, columns=["label", "predicted"])
     for c in CLASSES:  # one-hot probabilities: AUC then has a closed form (ties count one half)
         frame[f"p_{c}"] = (frame["predicted"] == c).astype(float)
-    return compute_metrics(frame, CLASSES, GROUPS, "covid")
+    return frame
+
+
+@pytest.fixture
+def metrics():
+    return compute_metrics(hand_made(), CLASSES, GROUPS, "covid")
 
 
 def test_accuracy_and_confusion_matrix(metrics):
@@ -109,3 +113,28 @@ def test_accuracy_interval_is_wilson_and_a_perfect_auc_interval_says_it_cannot_b
     assert found["roc_auc"]["a"]["degenerate"] is True
     assert shown(found["roc_auc"]["a"], 26, 1, 3) == " (all resamples agree: 26 images cannot bound it)"
     assert shown(found["accuracy"], 26) == f" ({100 * found['accuracy']['low']:.1f}-100.0)"
+
+
+def test_a_new_per_class_score_is_its_line_and_its_name(monkeypatch):
+    """ARCHITECTURE.md, "Adding a metric": a score computed in per_class_scores and named in HEADLINE_SCORES is
+    averaged in evidence.json and shown per class in metrics.json, which the package stage logs to MLflow."""
+    from coronet.evaluation import metrics as module
+
+    computed = module.per_class_scores
+
+    def with_npv(matrix, classes):
+        scores = computed(matrix, classes)
+        for i, name in enumerate(classes):
+            _, fn, _, tn = module.one_vs_rest(matrix, i)
+            scores[name]["npv"] = tn / (tn + fn)
+        return scores
+
+    monkeypatch.setattr(module, "per_class_scores", with_npv)
+    monkeypatch.setattr(module, "HEADLINE_SCORES", (*module.HEADLINE_SCORES, "npv"))
+    out = compute_metrics(hand_made(), CLASSES, GROUPS, "covid")
+    # by hand from PAIRS: (true negatives, false negatives) per class: covid (6, 1), normal (6, 1),
+    # bacterial (7, 1), viral (7, 1)
+    assert out["macro_avg"]["npv"] == pytest.approx((6 / 7 + 6 / 7 + 7 / 8 + 7 / 8) / 4)
+    summary = module.headline(out, {"calibration": {"ece": 0.0}})
+    assert summary["per_class"]["covid"]["npv"] == pytest.approx(6 / 7)
+    assert summary["per_class"]["pneumonia_viral"]["npv"] == pytest.approx(7 / 8)

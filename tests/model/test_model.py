@@ -110,6 +110,7 @@ def test_same_seed_same_model_on_cpu(tmp_path):
     """Seeds from params make training bit-identical on CPU: two fits, the same weights."""
     import keras
 
+    from coronet.model.fit import build_training_state
     from coronet.model.runtime import set_seeds
 
     rng = np.random.default_rng(3)
@@ -121,6 +122,7 @@ def test_same_seed_same_model_on_cpu(tmp_path):
         set_seeds(11)
         model = build_model(CLASSES, 71, "none", bn_momentum=0.9)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+        build_training_state(model)  # as training does; also halves the tracing
         model.fit(make_dataset(frame, CLASSES, 71, 4, augment=augment, shuffle=True, seed=11), epochs=1, verbose=0,
                   shuffle=False)
         return [w.numpy() for w in model.weights]

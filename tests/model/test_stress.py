@@ -6,11 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from conftest import CLASSES
+from conftest import CLASSES, ROOT, encoded
+from coronet.errors import ParamsError
 from coronet.evaluation import controls, stress
+from coronet.evaluation.model_card import stress_section
+from coronet.evaluation.steps import stress_tests
 from coronet.imaging import nuisance
 from coronet.model.classifier import Classifier
+from coronet.params import EvaluateParams, Section
 
 SIZE = 71
 STRENGTH = {"hflip": 1.0, "equalize": 1.0, "gamma": 0.5, "contrast": 0.5, "lungs_removed": 0.7, "lungs_only": 0.7}
@@ -171,3 +176,29 @@ def test_a_model_keyed_on_the_source_look_fails_the_external_source_and_one_keye
         assert source["by_class"]["normal"]["called_normal"]["rate"] == 1.0
         warned = controls.external_warnings(summary)
         assert bool(warned) != carries and (carries or "covid sensitivity on the external source(s) is 0%" in warned[0])
+
+
+def test_a_new_transform_is_its_function_its_entry_and_its_strengths(monkeypatch, tmp_path):
+    """ARCHITECTURE.md, "Adding a stress transform": a function and its TRANSFORMS entry in
+    coronet.imaging.nuisance, its strengths in params.yaml; params check them, the stress step runs it and
+    writes it to stress.json, the figure and the model card."""
+    monkeypatch.setitem(nuisance.TRANSFORMS, "invert", nuisance.Transform(
+        lambda gray, strength, rng: 255 - gray if strength else gray, 0, 1, what="black for white (1)"))
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["evaluate"]["stress"]["transforms"] = {"invert": [2]}
+    with pytest.raises(ParamsError, match=r"invert.*\[0, 1\]"):
+        EvaluateParams.parse(Section(raw))
+    raw["evaluate"]["stress"]["transforms"] = {"invert": [1]}
+    cfg = EvaluateParams.parse(Section(raw)).stress
+
+    files = []
+    for k in range(6):
+        files.append(tmp_path / f"{k}.png")
+        files[-1].write_bytes(encoded(film(k)))
+    test = pd.DataFrame({"path": [str(f) for f in files], "label": ["normal"] * 6})
+    results = stress_tests(linear_classifier(KEYED), test, cfg, 0, 3, 0.95, tmp_path / "stress.json",
+                           tmp_path / "stress.png", "covid")
+    # The keyed model calls a bright border normal and a dark one covid: inverted, every answer flips.
+    assert results["transforms"]["invert"]["1"]["flip_to"]["covid"] == 1.0
+    assert (tmp_path / "stress.png").stat().st_size > 0
+    assert "invert" in stress_section(results, CLASSES)

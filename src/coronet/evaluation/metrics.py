@@ -40,11 +40,16 @@ def per_class_scores(matrix: np.ndarray, classes: list[str]) -> dict[str, dict[s
     return scores
 
 
+# The per-class scores averaged in evidence.json and shown per class in metrics.json (so in `dvc exp show`
+# and, through the package stage, in MLflow as test/per_class.<class>.<score>).
+HEADLINE_SCORES = ("precision", "recall", "f1", "specificity")
+
+
 def averages(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     """Macro (plain mean over classes) and weighted (by support) averages; None scores count as 0."""
     support = np.array([s["support"] for s in scores.values()], dtype=float)
     out: dict[str, dict[str, float | None]] = {"macro_avg": {}, "weighted_avg": {}}
-    for key in ("precision", "recall", "f1", "specificity"):
+    for key in HEADLINE_SCORES:
         values = np.array([s[key] or 0.0 for s in scores.values()])
         out["macro_avg"][key] = float(values.mean())
         out["weighted_avg"][key] = _ratio(float((values * support).sum()), float(support.sum()))
@@ -93,9 +98,6 @@ def compute_metrics(predictions: pd.DataFrame, classes: list[str], groups: dict[
         result["screening"] = {"not_computed": "params.yaml screening_class is not set"}
     result["roc_auc"] = roc_auc_per_class(predictions, classes)
     return result
-
-
-HEADLINE_SCORES = ("precision", "recall", "f1", "specificity")
 
 
 def headline(metrics: dict[str, Any], evidence: dict[str, Any]) -> dict[str, Any]:

@@ -72,6 +72,23 @@ def compiled_model(cfg: TrainParams, classes: list[str], steps_per_epoch: int) -
     return model
 
 
+def build_training_state(model: Any) -> None:
+    """Create the optimizer's, the loss's and the metrics' variables before ``fit`` traces its training step:
+    Keras otherwise creates them inside that trace, and a tf.function that creates variables is traced twice
+    (on the demo's Xception that second trace is about 7 s of every training run). Metric values this leaves
+    behind are reset at the start of every epoch; the weights and the history are those of a plain ``fit``
+    (benchmarks/first_epoch.py compares both)."""
+    shape = (1, *model.input_shape[1:])
+    x = np.zeros(shape, model.input.dtype)
+    y = np.zeros((1, model.output_shape[-1]), np.float32)
+    y[0, 0] = 1
+    y_pred = model(x, training=False)
+    model.compute_loss(x, y, y_pred)
+    model.compute_metrics(x, y, y_pred, sample_weight=None)
+    if not model.optimizer.built:  # a checkpoint's optimizer comes built, with its moments
+        model.optimizer.build(model.trainable_variables)
+
+
 def epoch_callback(on_end: Callable[[Any, int, dict[str, float]], None]) -> Any:
     import keras
 
@@ -92,6 +109,8 @@ def fit(cfg: TrainParams, classes: list[str], seed: int, frames: dict[str, pd.Da
     Every epoch's order and augmentation depend on (seed, epoch) alone, so a resumed run continues both
     streams exactly. ``strategy`` (default: :func:`coronet.model.runtime.strategy`) places the model.
     """
+    import tensorflow as tf
+
     from coronet.model.runtime import strategy as default_strategy
 
     strategy = strategy or default_strategy()
@@ -103,6 +122,8 @@ def fit(cfg: TrainParams, classes: list[str], seed: int, frames: dict[str, pd.Da
                             deterministic=cfg.deterministic)
     with strategy.scope():
         model = checkpoints.load_model(state) if state else compiled_model(cfg, classes, steps)
+        if not tf.distribute.has_strategy():  # under a real strategy Keras builds all this symbolically
+            build_training_state(model)
     if state:
         print(f"resuming from the checkpoint of epoch {state['epoch']}")
     fitted = Fitted(model, list(state["history"]) if state else [])
