@@ -38,11 +38,17 @@ TIERS = ("code", "data", "model", "e2e")  # the folders under tests/, fastest fi
 SHARED = {"pipeline", "pipeline_copy"}  # the fixtures that read the session's shared pipeline run
 
 
+# The end-to-end files that took longest in `make test --durations=0`, slowest first.
+SLOWEST = ("test_team_server.py", "test_study.py", "test_pipeline.py", "test_app.py", "test_real_data.py",
+           "test_variants.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Each test carries its folder's tier as a marker; the tiers run in order, end to end last. In parallel
     (`make test`: pytest-xdist, `--dist loadfile`, each file on one worker) the end-to-end files go first, the
-    first reader of the shared pipeline (it builds the run) beside the ones that need none, so the other
-    worker is busy while the run is built; the short tests fill in around them."""
+    slowest reader of the shared pipeline (it builds the run) beside the ones that need none, so the other
+    workers are busy while the run is built, then the other readers, slowest first; the short tests fill in
+    around them."""
     def tier(item: pytest.Item) -> int:
         folder = Path(str(item.fspath)).parent.name
         return TIERS.index(folder) if folder in TIERS else len(TIERS)
@@ -53,15 +59,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if "PYTEST_XDIST_WORKER" not in os.environ:
         items.sort(key=tier)  # stable: file order within a tier stays
         return
-    readers = [str(i.fspath) for i in items if SHARED & set(getattr(i, "fixturenames", ()))]
-    first = readers[0] if readers else None
+
+    def cost(item: pytest.Item) -> int:  # the measured slowest files first, so they start early
+        name = Path(str(item.fspath)).name
+        return SLOWEST.index(name) if name in SLOWEST else len(SLOWEST)
+
+    readers = sorted({str(i.fspath): cost(i) for i in items if SHARED & set(getattr(i, "fixturenames", ()))}.items(),
+                     key=lambda pair: pair[1])
+    first = readers[0][0] if readers else None
 
     def parallel_order(item: pytest.Item) -> tuple[int, int]:
         if tier(item) != TIERS.index("e2e"):
             return (3, tier(item))
         if str(item.fspath) == first:
             return (0, 0)
-        return (2 if str(item.fspath) in readers else 1, 0)
+        return (2 if str(item.fspath) in dict(readers) else 1, cost(item))
 
     items.sort(key=parallel_order)
 
@@ -205,14 +217,20 @@ def start_server(command: list[str], ready_url: str, log: Path, env: dict[str, s
     process = subprocess.Popen(command, env={**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
                                              **(env or {})},
                                stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+    wait_until_up(ready_url, process, log, timeout)
+    return process
+
+
+def wait_until_up(ready_url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Waits until ``ready_url`` answers; fails with the log's tail if ``process`` dies or it never does."""
     deadline = time.monotonic() + timeout
     while True:
         assert process.poll() is None, log.read_text()[-3000:]
         try:
             with LOOPBACK.open(ready_url, timeout=2):
-                return process
+                return
         except OSError:
-            assert time.monotonic() < deadline, f"{command[0]} did not come up:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{process.args[0]} did not come up:\n{log.read_text()[-3000:]}"
             time.sleep(1)
 
 

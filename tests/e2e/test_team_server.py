@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LOOPBACK, VENV_BIN, free_port, git, project_copy, run_tool, set_params, stop_server
+from conftest import (
+    LOOPBACK,
+    VENV_BIN,
+    free_port,
+    git,
+    project_copy,
+    run_tool,
+    set_params,
+    stop_server,
+    wait_until_up,
+)
 from coronet.tracking import team_server
 
 try:
@@ -25,18 +35,6 @@ try:
 except Exception:  # .ci/run installs Debian's postgresql; a developer's machine may lack it
     HAVE_POSTGRES = False
 pytestmark = pytest.mark.skipif(not HAVE_POSTGRES, reason="PostgreSQL (Debian's postgresql) is not installed")
-
-
-def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            with LOOPBACK.open(url, timeout=2):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +50,7 @@ def database():
 def server(database, tmp_path) -> tuple[str, subprocess.Popen]:
     port, log = free_port(), tmp_path / f"server-{time.monotonic_ns()}.log"
     process = team_server.mlflow_server(database.uri, tmp_path / "artifacts", port, log)
-    wait_for(f"http://127.0.0.1:{port}/health", process, log)
+    wait_until_up(f"http://127.0.0.1:{port}/health", process, log, timeout=180)
     return f"http://127.0.0.1:{port}", process
 
 

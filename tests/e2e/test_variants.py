@@ -32,6 +32,7 @@ class ToySource:
     title = "A toy hospital (normal films of adults; for the test)"
     licence = "CC0"
     cohort_ages = "adults by provenance"
+    caveats = ("a toy: its films are drawn",)
 
     def candidates(self, archive, cfg):
         with archives.ArchiveReader() as reader:

@@ -132,8 +132,8 @@ def data_section(data: dict[str, Any], licences: dict[str, int], synthetic: bool
                         if n in registry and registry[n].cohort_ages)
     return f"""- Sources (download source of this run: {data["download_source"]}):
 {source_lines}
-- **Confound:** every COVID-19 image comes from one collection of adult images, every other class from a
-  paediatric collection. Age, hospital, equipment and file format all differ with the label.
+- **Confound:** each source brings its own classes (above) and its own patients, hospital, equipment and file
+  format; where classes come from different sources, all of these differ with the label.
   {"Age bands from a cohort, not from the files: " + cohorts + "." if cohorts else ""}
 - Licences of the images used:
 {licence_lines}"""
@@ -216,6 +216,9 @@ def render(metrics: dict[str, Any], data: dict[str, Any], run: RunRecord, licenc
     leak = metrics["leakage"]
     group_by = data["split_settings"]["group_by"]
 
+    registry = sources.registered()
+    caveats = "\n".join(f"- {name}: {caveat}." for name in data["sources"] if name in registry
+                         for caveat in registry[name].caveats)
     synthetic_note = ("\nEverything below describes that demonstration run: its numbers measure how well the model "
                       "tells the generator's drawn findings apart, not chest X-rays.\n" if trained_on.synthetic else "")
     return f"""# CoroNet model card
@@ -247,7 +250,8 @@ patients it would be used for.
 ## Results on the test split
 95% intervals in brackets: Wilson for proportions (accuracy, precision, recall, specificity), a bootstrap of
 {ci["bootstrap_resamples"]} resamples of the {n} test images for macro F1 and ROC AUC. The paper's figures come
-from an image-level split of the same two sources.
+from an image-level split of its own two sources (Cohen's COVID-19 collection and Kermany's); this run's are
+{" and ".join(trained_on.sources)}.
 
 {_table(["metric", "this run", "paper (Tables IV-VI)"], results)}
 
@@ -266,7 +270,7 @@ far this model is from that.
 {breakdowns[1]}
 
 ## Confound probe
-Can the image's source (COVID-19 collection or Kermany) be predicted without looking at disease? A
+Can the image's source ({" or ".join(trained_on.sources)}) be predicted without looking at disease? A
 cross-validated logistic regression over {probe["images"]} images:
 {probe_sentence("from plain image statistics of the original files (size, bytes, intensity histogram)",
                 probe["image_statistics"])}
@@ -288,9 +292,9 @@ Grad-CAM on test images per class, correct and wrong:
 ![Grad-CAM panel](figures/gradcam_panel.png)
 
 ## Known limitations
-- Two training sources, each tied to labels: see the confound probe and "A hospital the model never saw".
-- COVID-19 images are figures from publications (cropped, annotated, re-encoded), not hospital DICOMs.
-- Kermany labels come from file names; per-image age and sex are unknown there.
+- {len(trained_on.sources)} training sources, each tied to labels: see the confound probe and "A hospital the
+  model never saw".
+{caveats}
 - Small test set: the intervals above are wide; differences inside them are not evidence.
 - Probabilities are only as reliable as the calibration section shows.
 """

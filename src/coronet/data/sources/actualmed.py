@@ -29,6 +29,7 @@ class ActualmedSource:
     title = "Actualmed COVID-19 chest X-rays (one Spanish hospital's films; adults; COVID-19 and no finding)"
     licence = LICENCE
     cohort_ages = "adults by provenance"  # the age column is mostly blank
+    caveats = ("its findings are COVID-19 or none: it can test the COVID-19 answer, not the pneumonias",)
 
     def candidates(self, archive: Path, cfg: MergeParams) -> tuple[list[Candidate], list[Rejection]]:
         """Rows with a finding params map to a class, of the chosen views, whose file is in the archive."""

@@ -80,6 +80,7 @@ class Source(Protocol):
     title: str  # who made it and what it shows, for the model card
     licence: str
     cohort_ages: str  # the cohort's ages when files carry none ("" when each file has its age)
+    caveats: tuple[str, ...]  # what a reader of the model card must know about its images or labels
 
     def candidates(self, archive: Path, cfg: MergeParams) -> tuple[list[Candidate], list[Rejection]]:
         """Every image of the archive that could be chosen, and every record turned down with its reason."""

@@ -70,6 +70,8 @@ class CovidSource:
              "per-image licences)")
     licence = "per image (the license column; metadata CC BY-NC-SA 4.0)"
     cohort_ages = ""  # each row has its age
+    caveats = ("its COVID-19 images are figures from publications (cropped, annotated, re-encoded), not "
+               "hospital DICOMs",)
 
     def candidates(self, archive: Path, cfg: MergeParams) -> tuple[list[Candidate], list[Rejection]]:
         """X-ray rows of the chosen views: COVID-19 rows as the covid class, the rest as same-source
