@@ -40,7 +40,7 @@ SHARED = {"pipeline", "pipeline_copy"}  # the fixtures that read the session's s
 
 # The end-to-end files that took longest in `make test --durations=0`, slowest first.
 SLOWEST = ("test_team_server.py", "test_study.py", "test_pipeline.py", "test_app.py", "test_real_data.py",
-           "test_variants.py")
+           "test_variants.py", "test_resume.py", "test_tracking_outage.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

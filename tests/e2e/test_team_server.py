@@ -1,7 +1,8 @@
 """End to end: a team's tracking server as MLflow's self-hosting guide lays it out: `mlflow server` on a real
-PostgreSQL (Debian's, `initdb` in a temporary folder, a Unix socket only) with the artifact proxy. Two
-queued experiments run side by side (`dvc queue start -j 2`) in one checkout while a colleague runs the
-pipeline in another, all against it at once; then the server stops in the middle of a training run."""
+PostgreSQL (Debian's, `initdb` in a temporary folder, a Unix socket only) with the artifact proxy. A queued
+experiment runs in one checkout while a colleague runs the pipeline in another, both against it at once (two
+queued experiments side by side, `-j 2`, are the study's test); `make server` stops both servers on SIGTERM.
+The server stopping mid-training is tests/e2e/test_tracking_outage.py."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from conftest import (
     project_copy,
     run_tool,
     set_params,
+    start_server,
     stop_server,
     wait_until_up,
 )
@@ -54,9 +56,9 @@ def server(database, tmp_path) -> tuple[str, subprocess.Popen]:
     return f"http://127.0.0.1:{port}", process
 
 
-def test_the_pipeline_and_two_queued_experiments_at_once_on_postgresql(database, pipeline, tmp_path):
-    """Both checkouts start from the shared run (its data stages come from DVC's run cache, so three trainings
-    of one epoch are the cost)."""
+def test_a_queued_experiment_and_a_colleagues_pipeline_at_once_on_postgresql(database, pipeline, tmp_path):
+    """Both checkouts start from the shared run (its data stages come from DVC's run cache, so two trainings
+    of one epoch, at the same time, are the cost)."""
     import mlflow
 
     url, process = server(database, tmp_path)
@@ -67,36 +69,33 @@ def test_the_pipeline_and_two_queued_experiments_at_once_on_postgresql(database,
         git(tmp_path, "clone", "-q", str(ours), str(colleague))
         run_tool(colleague, "dvc", "cache", "dir", "--local", str(ours / ".dvc/cache"))  # a team's shared cache
         set_params(colleague, {"train.learning_rate": 0.003})
-        for name, value in (("team-lr", "train.learning_rate=0.002"), ("team-batch", "train.batch_size=8")):
-            run_tool(ours, "dvc", "exp", "run", "--queue", "-n", name, "-S", value, env=env)
-        run_tool(ours, "dvc", "queue", "start", "-j", "2", env=env)
+        run_tool(ours, "dvc", "exp", "run", "--queue", "-n", "team-lr", "-S", "train.learning_rate=0.002", env=env)
+        run_tool(ours, "dvc", "queue", "start", env=env)
         started = time.monotonic()
         repro = subprocess.Popen([str(VENV_BIN / "dvc"), "repro"], cwd=colleague, text=True, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
                                                                 **env})
         while True:
             status = run_tool(ours, "dvc", "queue", "status", env=env).stdout
-            finished = [n for n in ("team-lr", "team-batch") if any(n in line and ("Success" in line or "Failed" in line)
-                                                                   for line in status.splitlines())]
-            if len(finished) == 2:
+            if any("team-lr" in line and ("Success" in line or "Failed" in line) for line in status.splitlines()):
                 break
             assert time.monotonic() - started < 900, status
-            time.sleep(5)
+            time.sleep(2)
         out, _ = repro.communicate(timeout=900)
         assert repro.returncode == 0, out[-4000:]
         assert "Stage 'resize' is cached" in out or "Stage 'resize' didn't change" in out, out[-4000:]
         assert "Failed" not in status, run_tool(ours, "dvc", "queue", "logs", "team-lr", check=False).stdout[-3000:]
         shown = json.loads(run_tool(ours, "dvc", "exp", "show", "--json", env=env).stdout)
         experiments = {e["name"]: e for commit in shown for e in (commit.get("experiments") or [])}
-        assert {"team-lr", "team-batch"} <= set(experiments)
+        assert "team-lr" in experiments
 
         mlflow.set_tracking_uri(url)
         client = mlflow.MlflowClient()
         experiment = client.get_experiment_by_name("coronet")
         runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
         colleague_run = client.get_run(json.loads((colleague / "models/run.json").read_text())["run_id"])
-        assert {"team-lr", "team-batch"} <= set(runs) and colleague_run.info.run_name.startswith("repro-")
-        for run in (runs["team-lr"], runs["team-batch"], colleague_run):
+        assert "team-lr" in runs and colleague_run.info.run_name.startswith("repro-")
+        for run in (runs["team-lr"], colleague_run):
             assert run.info.status == "FINISHED", run.info.run_name
             assert "test/accuracy" in run.data.metrics and "test/controls.covid_rate" in run.data.metrics
             assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/val")] == [1]
@@ -106,8 +105,7 @@ def test_the_pipeline_and_two_queued_experiments_at_once_on_postgresql(database,
                 a.path for a in client.list_artifacts(run.info.run_id)}
         assert runs["team-lr"].data.params["train.learning_rate"] == "0.002"
         versions = client.search_model_versions("name = 'coronet'")
-        assert {v.run_id for v in versions} >= {runs["team-lr"].info.run_id, runs["team-batch"].info.run_id,
-                                               colleague_run.info.run_id}
+        assert {v.run_id for v in versions} >= {runs["team-lr"].info.run_id, colleague_run.info.run_id}
         local = tmp_path / "downloaded"
         mlflow.artifacts.download_artifacts("models:/coronet@candidate", dst_path=str(local))
         assert (local / "MLmodel").is_file() and (local / "input_example.json").is_file()  # through the proxy
@@ -116,38 +114,9 @@ def test_the_pipeline_and_two_queued_experiments_at_once_on_postgresql(database,
         stop_server(process)
 
 
-def test_training_finishes_when_the_server_stops_mid_run(database, pipeline, tmp_path):
-    """One warning, a few seconds of waiting, then training goes on without MLflow and saves the model."""
-    url, process = server(database, tmp_path)
-    project = project_copy(pipeline, tmp_path / "repo", {"train.epochs": 3})  # the shared run's data
-    env = {"MLFLOW_TRACKING_URI": url}
-    state = project / "models/checkpoints/state.json"
-    log = tmp_path / "train.log"
-    train = subprocess.Popen([str(VENV_BIN / "python"), "stages/train.py"], cwd=project,
-                             env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while not (state.is_file() and json.loads(state.read_text())["epoch"] >= 1):
-        assert train.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)  # the server goes away after the first epoch
-    process.wait(timeout=30)
-    stopped = time.monotonic()
-    assert train.wait(timeout=600) == 0, log.read_text()[-3000:]
-    rest = time.monotonic() - stopped
-    output = log.read_text()
-    assert output.count("warning: MLflow") == 1 and "goes on without MLflow" in output
-    run = json.loads((project / "models/run.json").read_text())
-    assert len(run["tracking_errors"]) == 1 and (project / "models/coronet.keras").is_file()
-    # Two epochs of a 71 px model on a few dozen images take well under a minute here; MLflow's default
-    # retries (7, exponential backoff) would have cost minutes on the first failed call alone.
-    assert rest < 120, f"{rest:.0f} s after the server stopped"
-
-
 def test_make_server_stops_both_servers_on_sigterm(tmp_path):
     """Issue 24, defect 5: SIGTERM to `make server` left `mlflow server` and PostgreSQL running. The
     cluster lives outside pytest's folders: PostgreSQL runs as its own user, who cannot enter those."""
-    from conftest import start_server
-
     folder = Path(tempfile.mkdtemp(prefix="coronet-team-"))
     port, log = free_port(), tmp_path / "server.log"
     script = f"from pathlib import Path; from coronet.tracking.team_server import main; main(Path({str(folder)!r}), {port})"
