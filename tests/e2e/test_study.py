@@ -21,7 +21,9 @@ def studied(pipeline, tmp_path_factory):
     """The study of two mitigations, one epoch each, on a copy of the shared pipeline (its data stages come
     from the run cache)."""
     root = tmp_path_factory.mktemp("study")
-    project = project_copy(pipeline, root / "repo", {"train.epochs": 1})
+    # the stress tests the table reports (the full set is test_pipeline's, on the shared run)
+    project = project_copy(pipeline, root / "repo", {"train.epochs": 1, "evaluate.stress.transforms": {
+        study.FRAME[0]: [float(study.FRAME[1])], "lungs_removed": [0.7]}})
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PYTHONPATH": str(project / "src")}
     result = run_tool(project, "coronet", "study", "--settings", "params", "--only", ",".join(VARIANTS), "-j", "2",
                       env=env, timeout=1500)
