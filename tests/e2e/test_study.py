@@ -35,6 +35,9 @@ def test_both_experiments_ran_side_by_side_and_are_complete(studied):
 
     project, env, result = studied
     assert "database is locked" not in result.stdout + result.stderr
+    # it watched them run (it used to wait, silent, inside `dvc queue start` until the workers had finished)
+    progress = [line for line in result.stdout.splitlines() if re.match(r"\[\s*\d+ s\]", line)]
+    assert any("running" in line for line in progress), result.stdout
     prefix = re.search(r"queued (study-\d{8}-\d{6})-", result.stdout)[1]
     shown = json.loads(run_tool(project, "dvc", "exp", "show", "--json", env=env).stdout)
     experiments = {e["name"]: e for commit in shown for e in (commit.get("experiments") or [])}

@@ -72,12 +72,20 @@ def test_a_queued_experiment_and_a_colleagues_pipeline_at_once_on_postgresql(dat
         run_tool(colleague, "dvc", "cache", "dir", "--local", str(ours / ".dvc/cache"))  # a team's shared cache
         set_params(colleague, {"train.learning_rate": 0.003})
         run_tool(ours, "dvc", "exp", "run", "--queue", "-n", "team-lr", "-S", "train.learning_rate=0.002", env=env)
-        run_tool(ours, "dvc", "queue", "start", env=env)
+        tool_env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", **env}
+        with (tmp_path / "queue.log").open("w") as log:  # the worker inherits it: a pipe would wait for it to end
+            subprocess.run([str(VENV_BIN / "dvc"), "queue", "start"], cwd=ours, env=tool_env, stdout=log,
+                           stderr=subprocess.STDOUT, check=True)
         started = time.monotonic()
         repro = subprocess.Popen([str(VENV_BIN / "dvc"), "repro"], cwd=colleague, text=True, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-                                                                **env})
-        out, _ = repro.communicate(timeout=900)  # meanwhile the queued one runs; every `dvc` call costs a core-second
+                                 stderr=subprocess.STDOUT, env=tool_env)
+        running = ""
+        while not running and repro.poll() is None:  # both at once, not one after the other
+            status = run_tool(ours, "dvc", "queue", "status", env=env).stdout
+            running = next((line for line in status.splitlines() if "team-lr" in line and "Running" in line), "")
+            time.sleep(2)
+        out, _ = repro.communicate(timeout=900)
+        assert running, f"the queued experiment did not run while the colleague's pipeline did:\n{status}"
         assert repro.returncode == 0, out[-4000:]
         while True:
             status = run_tool(ours, "dvc", "queue", "status", env=env).stdout

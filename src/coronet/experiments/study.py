@@ -16,6 +16,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -37,9 +38,16 @@ POLL_S = 5
 
 
 def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``dvc`` with its output captured. Through a file, not a pipe: the workers `dvc queue start` leaves
+    running inherit its output, and a pipe would hold this call until the last of them exits."""
     from coronet.experiments.demo import this_environment
 
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, env=this_environment())
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        code = subprocess.run([sys.executable, "-m", "dvc", *args], stdout=out, stderr=err, text=True,
+                              env=this_environment()).returncode
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(args, code, out.read(), err.read())
     if check and done.returncode != 0:
         raise UserError(f"`dvc {' '.join(args)}` failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
     return done
