@@ -20,7 +20,7 @@ def test_training_finishes_when_the_tracking_server_stops_mid_run(pipeline, tmp_
     url = f"http://127.0.0.1:{port}"
     wait_until_up(f"{url}/health", process, log, timeout=180)
     try:
-        project = project_copy(pipeline, tmp_path / "repo", {"train.epochs": 3})  # the shared run's data
+        project = project_copy(pipeline, tmp_path / "repo", {"train.epochs": 2})  # the shared run's data
         env = {"MLFLOW_TRACKING_URI": url}
         state = project / "models/checkpoints/state.json"
         train_log = tmp_path / "train.log"
@@ -39,7 +39,7 @@ def test_training_finishes_when_the_tracking_server_stops_mid_run(pipeline, tmp_
         assert output.count("warning: MLflow") == 1 and "goes on without MLflow" in output
         run = json.loads((project / "models/run.json").read_text())
         assert len(run["tracking_errors"]) == 1 and (project / "models/coronet.keras").is_file()
-        # Two epochs of a 71 px model on a few dozen images take well under a minute here; MLflow's default
+        # One epoch of a 71 px model on a few dozen images take well under a minute here; MLflow's default
         # retries (7, exponential backoff) would have cost minutes on the first failed call alone.
         assert rest < 120, f"{rest:.0f} s after the server stopped"
     finally:

@@ -52,6 +52,7 @@ def test_bfloat16_training_saves_a_float32_model(tmp_path, policy):
     import keras
 
     from coronet.model.dataset import make_dataset
+    from coronet.model.fit import build_training_state
 
     rng = np.random.default_rng(0)
     paths = []
@@ -62,6 +63,7 @@ def test_bfloat16_training_saves_a_float32_model(tmp_path, policy):
     runtime.set_precision("mixed_bfloat16")
     model = build_model(CLASSES, 71, "none")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    build_training_state(model)  # as training does (and the step is traced once)
     augment = AugmentParams(10, 0, 0, 0, 0.1, 20, True, False)
     model.fit(make_dataset(frame, CLASSES, 71, 2, augment=augment, shuffle=True, seed=1), epochs=1, verbose=0)
     assert model.get_layer("block1_conv1").compute_dtype == "bfloat16"
