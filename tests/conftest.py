@@ -419,7 +419,7 @@ def project_copy(pipeline: Pipeline, dest: Path, overrides: dict[str, object] | 
     shutil.copytree(pipeline.project, dest, symlinks=True)
     if overrides:
         set_params(dest, overrides)
-        git(dest, "commit", "-qam", "params")
+        git(dest, "commit", "-qam", "params", "--allow-empty")  # overrides may equal the run's params
     return dest
 
 

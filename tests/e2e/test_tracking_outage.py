@@ -20,7 +20,7 @@ def test_training_finishes_when_the_tracking_server_stops_mid_run(pipeline, tmp_
     url = f"http://127.0.0.1:{port}"
     wait_until_up(f"{url}/health", process, log, timeout=180)
     try:
-        project = project_copy(pipeline, tmp_path / "repo", {"train.epochs": 2})  # the shared run's data
+        project = project_copy(pipeline, tmp_path / "repo")  # the shared run's data and params: two epochs
         env = {"MLFLOW_TRACKING_URI": url}
         state = project / "models/checkpoints/state.json"
         train_log = tmp_path / "train.log"
