@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from coronet.console import positive_int, probability
+from coronet.console import port, positive_int, probability
 from coronet.errors import INTERRUPTED, UserError, debug
 
 
@@ -33,6 +33,7 @@ def collect_files(paths: list[str]) -> list[Path]:
     return files
 
 
+UI_PORT = 5000  # MLflow's own default; `make server` uses another (coronet.tracking.team_server)
 FILE_WIDTH = 40  # the table's file column: long paths keep their end, where the file name is
 
 
@@ -139,17 +140,18 @@ def predict_command(args: argparse.Namespace) -> int:
 
 def ui_command(args: argparse.Namespace) -> int:
     """The MLflow UI on this project's store, opened on the experiment's training runs: MLflow 3 shows an
-    experiment's GenAI overview (traces, tokens) unless the address asks for its model-training view."""
-    import subprocess
-
+    experiment's GenAI overview (traces, tokens) unless the address asks for its model-training view. Its
+    address is printed once it answers; its own start-up chatter goes to a log file."""
     from coronet.params import TrackingParams, load_params
     from coronet.tracking import store as tracking
+    from coronet.tracking.team_server import port_is_free, serve_until_stopped
 
     store = tracking.tracking_uri()
     db = tracking.sqlite_file(store)
     if db is not None and not db.is_file():
         raise UserError(f"no MLflow store yet ({tracking.shown_uri(store)}): run the pipeline first (make demo, "
                         "dvc repro)")
+    tracking.check_store(store)
     served = store.startswith(("http://", "https://"))  # a tracking server is its own UI
     url = store.rstrip("/") + "/" if served else f"http://{args.host}:{args.port}/"
     if Path("params.yaml").is_file():
@@ -163,13 +165,12 @@ def ui_command(args: argparse.Namespace) -> int:
     if served:
         print(f"MLflow UI of the tracking server: {url}")
         return 0
-    print(f"MLflow UI: {url}  (Ctrl-C stops it)", flush=True)
+    if not port_is_free(args.port, args.host):
+        raise UserError(f"{args.host}:{args.port} is in use (another MLflow UI, `make server`, a page?): stop it, "
+                        f"or choose another port: coronet ui --port {args.port + 1} (make ui PORT={args.port + 1})")
     command = [sys.executable, "-m", "mlflow", "ui", "--host", args.host, "--port", str(args.port),
                "--backend-store-uri", tracking.shown_uri(store)]
-    try:
-        return subprocess.run(command).returncode
-    except KeyboardInterrupt:
-        return 0
+    return serve_until_stopped(command, f"http://{args.host}:{args.port}/health", f"MLflow UI: {url}")
 
 
 def compare_command(args: argparse.Namespace) -> int:
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("-n", "--num", type=positive_int, default=1, help="also the experiments of N-1 older commits")
     ui = commands.add_parser("ui", help="the MLflow UI on this project's store, opened on its training runs")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    ui.add_argument("--port", type=positive_int, default=5000, help="port (default 5000)")
+    ui.add_argument("--port", type=port, default=UI_PORT, help=f"port (default {UI_PORT})")
     ui.set_defaults(run=ui_command)
     from coronet.experiments.study import add_arguments as study_arguments
     from coronet.serving.app import add_arguments as app_arguments

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -40,4 +41,9 @@ def probability(text: str) -> float:
 
 
 def positive_number(text: str) -> float:
-    return _checked(text, float, lambda v: v > 0, "above 0")
+    return _checked(text, float, lambda v: 0 < v < math.inf, "a finite number above 0")
+
+
+def port(text: str) -> int:
+    """A TCP port number."""
+    return _checked(text, int, lambda v: 1 <= v <= 65535, "a port number from 1 to 65535")

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from coronet.errors import UserError
 
 
 def repository_root() -> Path:
@@ -96,3 +102,40 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, what: str, timeout_s: float) -> Iterator[None]:
+    """Holds an exclusive lock on ``path`` (fcntl, released by the kernel if this process dies) while the
+    block runs. A process that finds it held says once who holds it (the holder writes its pid into the file)
+    and waits up to ``timeout_s``; then, or when the file cannot be used as a lock, a UserError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot use {path} as a lock for {what} ({exc.strerror}): remove it when no other "
+                        "process of this project runs, or make its folder writable") from None
+    with os.fdopen(fd, "r+") as lock:
+        deadline, holder = time.monotonic() + timeout_s, ""
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not holder:
+                    lock.seek(0)
+                    holder = lock.read().strip() or "another process"
+                    print(f"waiting for {holder}, which holds {path} ({what}; up to {timeout_s:.0f} s)",
+                          file=sys.stderr, flush=True)
+                if time.monotonic() > deadline:
+                    raise UserError(f"{path} is still held by {holder} after {timeout_s:.0f} s ({what}): let it "
+                                    "finish or stop it, then try again") from None
+                time.sleep(0.2)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -214,3 +218,64 @@ def test_a_failing_second_archive_never_costs_the_first(file_server, tmp_path, s
     # The COVID-19 archive came from the download cache, after the server said it had not changed.
     assert file_server.not_modified == ["/m/covid-chestxray-dataset.zip"]
     assert [p for p, _ in file_server.requests].count("/m/covid-chestxray-dataset.zip") == 2
+
+
+def test_two_experiments_downloading_the_same_archive_at_once_both_succeed(file_server, tmp_path):
+    """Two experiments side by side on a fresh checkout (`dvc queue start -j 2`): each runs its download stage in
+    its own copy with DVC_ROOT the real repository, so both fetch into one download cache at the same time. The
+    second waits for the first's claim and reuses its archive; before claims, it truncated the first's partial
+    file and one of them died renaming it (FileNotFoundError)."""
+    write_twins(tmp_path, seed=2, images_per_class=4, size=64)
+    names = ("covid-chestxray-dataset.zip", "ChestXRay2017.zip", "Actualmed-COVID-chestxray-dataset.zip")
+    for name in names:
+        file_server.files[f"/m/{name}"] = (tmp_path / name).read_bytes()
+    covid = file_server.files["/m/covid-chestxray-dataset.zip"]
+    piece = len(covid) // 40 + 1
+    file_server.trickle["/m/covid-chestxray-dataset.zip"] = (piece, 0.1, 40)  # the whole archive, in about 4 s
+    root = make_project(tmp_path / "repo", {"download.source": "upstream", "download.mirror": f"{file_server.url}/m"})
+    env = {**os.environ, "DVC_ROOT": str(root)}
+    copies = [shutil.copytree(root, tmp_path / f"exp{k}") for k in (1, 2)]
+    cache = root / "data/raw/.downloads"
+    run = [sys.executable, "stages/download.py"]
+    first = subprocess.Popen(run, cwd=copies[0], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(cache.glob("*covid-chestxray-dataset.zip.part")):  # the first is downloading it now
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.05)
+    second = subprocess.run(run, cwd=copies[1], env=env, capture_output=True, text=True, timeout=120)
+    err = first.communicate(timeout=120)[1]
+    assert first.returncode == 0, err[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "waiting for process" in second.stderr and "downloading" in second.stderr  # says whom it waits for
+    for copy in copies:
+        assert (copy / "data/raw/archives/covid-chestxray-dataset.zip").read_bytes() == covid
+    # One download (trickled, so it has no Range); the second process asked only whether it had changed.
+    asked = [p for p, rng in file_server.requests if p == "/m/covid-chestxray-dataset.zip" and rng is None]
+    assert len(asked) == 2 and file_server.not_modified.count("/m/covid-chestxray-dataset.zip") == 1
+    assert not list(cache.glob("*.part"))
+
+
+def test_a_lock_that_is_a_folder_or_held_too_long_is_one_clear_error(tmp_path):
+    from coronet.errors import UserError
+    from coronet.files import exclusive_lock
+
+    (tmp_path / "x.lock").mkdir()
+    with pytest.raises(UserError, match=r"cannot use .*x\.lock as a lock for testing .*remove it"):
+        with exclusive_lock(tmp_path / "x.lock", "testing", timeout_s=1):
+            pass
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from coronet.files import exclusive_lock\n"
+                               f"with exclusive_lock(Path({str(tmp_path / 'y.lock')!r}), 'holding', 60):\n"
+                               "    print('held', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(UserError, match=rf"still held by process {holder.pid} on .* after 1 s"):
+            with exclusive_lock(tmp_path / "y.lock", "testing", timeout_s=1):
+                pass
+        assert time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive_lock(tmp_path / "y.lock", "testing", timeout_s=1):  # the kernel released a dead holder's lock
+        pass

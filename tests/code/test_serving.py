@@ -32,3 +32,23 @@ def test_served_model_answers_bad_rows_per_row_in_batches_and_caps_requests(mode
     assert max(seen) <= 2 and sum(seen) == 2  # batches of at most batch_size, only the good rows
     with pytest.raises(MlflowException, match="7 rows in one request; at most 6"):
         model.predict(None, pd.DataFrame({"image": [good] * 7}))
+
+
+def test_a_page_sweeps_the_upload_folders_of_pages_that_are_gone(tmp_path):
+    """A page killed with kill -9 (or a crash) left patients' uploads in its folder, and later pages neither
+    removed nor mentioned them."""
+    import os
+    import subprocess
+    import sys
+
+    from coronet.serving.app import FOLDER_PREFIX, sweep_orphans
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"{FOLDER_PREFIX}{int(gone.stdout)}-abc"
+    running = tmp_path / f"{FOLDER_PREFIX}{os.getpid()}-def"  # a page still running: its folder stays
+    other = tmp_path / "coronet-app-notapid"
+    for folder in (orphan, running, other):
+        (folder / "upload").mkdir(parents=True)
+        (folder / "upload" / "film.png").write_bytes(b"x")
+    assert sweep_orphans(tmp_path) == 1
+    assert not orphan.exists() and running.exists() and other.exists()

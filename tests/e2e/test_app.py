@@ -190,22 +190,29 @@ def test_a_second_page_on_a_busy_port_is_one_error_line(page, pipeline):
     assert len(errors) == 1 and f"cannot listen on 127.0.0.1:{port}" in errors[0]
 
 
-def test_uploads_stay_private_and_go_when_the_page_stops(page, pipeline, tmp_path):
-    """Issue 24, defect 1: uploads and their Grad-CAM overlays stayed in /tmp/gradio after the page stopped,
-    the overlays readable by every user (0644 in 0755 folders). The last test of this module: it stops the page."""
+def test_uploads_stay_private_go_once_answered_and_the_rest_when_the_page_stops(page, pipeline, tmp_path):
+    """Uploads and their Grad-CAM overlays stayed in /tmp/gradio after the page stopped, the overlays readable by
+    every user (0644 in 0755 folders); any number of files per request were stored (200 were), and closing the
+    terminal (SIGHUP) left them all. The last test of this module: it stops the page."""
     import os
     import signal
     import stat
 
     url, folder, process = page
     files = images(pipeline, tmp_path)
-    classify(url, [files["plain"]])
+    copies = []
+    for k in range(5):  # over the page's --max-images 3
+        copies.append(tmp_path / f"copy{k}.jpeg")
+        copies[-1].write_bytes(files["plain"].read_bytes() + bytes([k]))  # distinct files, the same film
+    report, _, answers = classify(url, copies)
+    assert len(answers) == 3 and "5 images were sent; the first 3 are classified" in report
     said = re.search(r"Uploads and overlays: (\S+)", (folder / "app.log").read_text())
     uploads = Path(said[1])
     kept = [p for p in uploads.rglob("*")]
-    assert stat.S_IMODE(uploads.stat().st_mode) == 0o700 and any(p.is_file() for p in kept)
+    assert stat.S_IMODE(uploads.stat().st_mode) == 0o700 and any(p.is_file() for p in kept)  # the overlays
+    assert not [p for p in kept if p.name.startswith("copy")], kept  # every upload deleted once answered
     assert all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in kept), [
         (p, oct(p.stat().st_mode)) for p in kept if p.stat().st_mode & 0o077]
-    process.send_signal(signal.SIGTERM)  # as a service manager stops it
+    process.send_signal(signal.SIGHUP)  # the terminal it ran in was closed
     assert process.wait(timeout=60) == 0
     assert not uploads.exists() and not os.path.exists("/tmp/gradio/" + files["plain"].name)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from coronet.data.archives import UnsafeArchiveError, check_archive
 from coronet.errors import UserError
-from coronet.files import sha256_file, write_json
+from coronet.files import exclusive_lock, sha256_file, write_json
 
 CHUNK = 1 << 20
 # Small network reads: bytes received before a connection drops are kept for the resume.
@@ -30,6 +30,8 @@ NET_CHUNK = 1 << 16
 PROGRESS_BYTES = 1 << 16  # a download that gets less than this in timeout_s seconds has stalled
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER_S = 300  # the longest Retry-After honoured; a server asking more is reported
+# How long a download waits for another process fetching the same archive (a 4 GB NIH part on a slow line).
+CLAIM_WAIT_S = 6 * 3600
 
 
 class DownloadError(UserError):
@@ -88,6 +90,13 @@ class DownloadCache:
     def paths(self, url: str, name: str) -> tuple[Path, Path]:
         key = f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
         return self.directory / key, self.directory / f"{key}.part"
+
+    def claim(self, url: str, name: str) -> contextlib.AbstractContextManager[None]:
+        """The entry of ``url``, held by this process: experiments side by side (``dvc queue start -j 2``)
+        share this cache, and a second one that wants the same archive waits for the first to finish it,
+        then reuses it, instead of writing into the same partial file."""
+        done, _ = self.paths(url, name)
+        return exclusive_lock(done.with_name(done.name + ".lock"), f"downloading {url}", CLAIM_WAIT_S)
 
     @staticmethod
     def sidecar(path: Path) -> Path:
@@ -159,37 +168,44 @@ def fetch(
     dest = Path(dest)
     cache = DownloadCache(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    with cache.claim(url, dest.name):
+        done, digest = _fetch_into_cache(cache, url, dest.name, sha256, retries, timeout_s, backoff_s)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        try:
+            os.link(done, dest)  # no second copy of a 1.2 GB archive
+        except OSError:
+            shutil.copyfile(done, dest)
+    return Fetched(url=url, path=dest, size=dest.stat().st_size, sha256=digest)
+
+
+def _fetch_into_cache(cache: DownloadCache, url: str, name: str, sha256: str, retries: int, timeout_s: float,
+                      backoff_s: float) -> tuple[Path, str]:
+    """The verified cache entry of ``url`` (reused, or fetched now) and its sha256; the caller holds its claim."""
     scheme = urllib.parse.urlparse(url).scheme
     # A local file:// copy is cheap and may change in place: it is copied afresh every time.
-    found = cache.verified(url, dest.name, sha256, timeout_s) if scheme != "file" else None
-    if found is None:
-        done, part = cache.paths(url, dest.name)
-        if scheme == "file":
-            _copy_file_url(url, part)
-        elif scheme in {"http", "https"}:
-            _download_http(url, part, cache.sidecar(part), retries=retries, timeout_s=timeout_s, backoff_s=backoff_s)
-        else:
-            raise DownloadError(f"cannot download {url!r}: only http://, https:// and file:// URLs are supported. "
-                                f"{alternatives_hint()}")
-        digest = sha256_file(part)
-        if sha256 and digest != sha256.lower():
-            part.unlink(missing_ok=True)
-            cache.sidecar(part).unlink(missing_ok=True)
-            raise ChecksumError(
-                f"sha256 mismatch for {url}: expected {sha256.lower()}, got {digest}. The download was deleted. "
-                "If the source really changed, verify it and update the pinned sha256 in params.yaml."
-            )
-        cache.commit(url, part, done, digest)
+    found = cache.verified(url, name, sha256, timeout_s) if scheme != "file" else None
+    if found is not None:
+        print(f"{name}: reusing the verified download of {url} ({found[0]})")
+        return found
+    done, part = cache.paths(url, name)
+    if scheme == "file":
+        _copy_file_url(url, part)
+    elif scheme in {"http", "https"}:
+        _download_http(url, part, cache.sidecar(part), retries=retries, timeout_s=timeout_s, backoff_s=backoff_s)
     else:
-        done, digest = found
-        print(f"{dest.name}: reusing the verified download of {url} ({done})")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.unlink(missing_ok=True)
-    try:
-        os.link(done, dest)  # no second copy of a 1.2 GB archive
-    except OSError:
-        shutil.copyfile(done, dest)
-    return Fetched(url=url, path=dest, size=dest.stat().st_size, sha256=digest)
+        raise DownloadError(f"cannot download {url!r}: only http://, https:// and file:// URLs are supported. "
+                            f"{alternatives_hint()}")
+    digest = sha256_file(part)
+    if sha256 and digest != sha256.lower():
+        part.unlink(missing_ok=True)
+        cache.sidecar(part).unlink(missing_ok=True)
+        raise ChecksumError(
+            f"sha256 mismatch for {url}: expected {sha256.lower()}, got {digest}. The download was deleted. "
+            "If the source really changed, verify it and update the pinned sha256 in params.yaml."
+        )
+    cache.commit(url, part, done, digest)
+    return done, digest
 
 
 def fetch_archive(url: str, dest: Path, *, max_bytes: int, cache_dir: Path, **options: Any) -> tuple[Fetched, int]:

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from coronet.console import positive_int, positive_number
+from coronet.console import port, positive_int, positive_number
 from coronet.errors import UserError
 from coronet.evaluation.intervals import shown
 from coronet.imaging import checks
@@ -101,9 +101,8 @@ def image_report(name: str, row: dict[str, Any], findings: list[checks.Finding],
 def analyse(served: Any, files: list[str] | None, explain: str, max_images: int, low_confidence: float
             ) -> tuple[str, list[tuple[Any, str]], list[dict[str, Any]]]:
     """The click handler: (the report, the overlays with captions, the answers as data). Every failure is
-    that image's message; nothing a user uploads stops the server."""
-    from coronet.serving.predict import answer, classify, gradcam_overlay, read_file
-
+    that image's message; nothing a user uploads stops the server. Uploads are deleted once answered, those
+    over ``max_images`` at once."""
     files = list(files or [])
     if not files:
         return "Drop one or more chest X-rays (PNG, JPEG or DICOM) above, then press **Classify**.", [], []
@@ -111,7 +110,18 @@ def analyse(served: Any, files: list[str] | None, explain: str, max_images: int,
     if len(files) > max_images:
         notes.append(f"**{len(files)} images were sent; the first {max_images} are classified** (at most "
                      f"{max_images} per request: send the others next).")
+        forget_uploads(files[max_images:])
         files = files[:max_images]
+    try:
+        return _answer(served, files, explain, max_images, low_confidence, notes)
+    finally:
+        forget_uploads(files)
+
+
+def _answer(served: Any, files: list[str], explain: str, max_images: int, low_confidence: float, notes: list[str]
+            ) -> tuple[str, list[tuple[Any, str]], list[dict[str, Any]]]:
+    from coronet.serving.predict import answer, classify, gradcam_overlay, read_file
+
     classifier = served.classifier
     loaders = [functools.partial(read_file, Path(f)) for f in files]
     reports, overlays, answers = [], [], []
@@ -138,7 +148,7 @@ def build(served: Any, max_images: int = MAX_IMAGES, low_confidence: float = 0.5
     from coronet.serving.models import DISCLAIMER, trained_on
 
     classes = served.classifier.classes
-    with gr.Blocks(title="CoroNet") as page:
+    with gr.Blocks(title="CoroNet", delete_cache=(CACHE_AGE_S, CACHE_AGE_S)) as page:
         gr.Markdown(f"# CoroNet: chest X-ray classification\n\n> **{DISCLAIMER}**\n>\n> **{trained_on(served)}** "
                     "Read what to distrust below each answer.", elem_id="disclaimer")
         gr.Markdown(model_summary(served), elem_id="model")
@@ -159,13 +169,45 @@ def build(served: Any, max_images: int = MAX_IMAGES, low_confidence: float = 0.5
     return page
 
 
+FOLDER_PREFIX = "coronet-app-"
+# Gradio keeps what a page sent back (overlays) in its cache; older than this, it is removed while the page runs.
+CACHE_AGE_S = 600
+
+
 def private_folder() -> Path:
     """A folder for this page's uploads and overlays, readable by this user alone (0700, files 0600): the
-    images are patients'. Gradio writes there (GRADIO_TEMP_DIR, read when Gradio is imported)."""
-    folder = Path(tempfile.mkdtemp(prefix="coronet-app-"))
+    images are patients'. Gradio writes there (GRADIO_TEMP_DIR, read when Gradio is imported). Its name
+    carries this process's id, so that a later page can tell it from the folder of a page still running."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
     os.umask(0o077)
     os.environ["GRADIO_TEMP_DIR"] = str(folder)
     return folder
+
+
+def sweep_orphans(parent: Path | None = None) -> int:
+    """Removes this user's page folders whose page is gone (killed with kill -9, a crash, a power cut): they
+    hold patients' images. Returns how many."""
+    removed = 0
+    for folder in Path(parent or tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        try:
+            pid = int(folder.name.removeprefix(FOLDER_PREFIX).split("-")[0])
+            if folder.stat().st_uid != os.getuid() or not folder.is_dir():
+                continue
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+        except OSError:  # alive, another user's: not ours to touch
+            continue
+    return removed
+
+
+def forget_uploads(files: list[str]) -> None:
+    """An upload is read once, to answer it: then it goes, so one client cannot pile films up on the server."""
+    for name in files:
+        Path(name).unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -180,19 +222,23 @@ def run(args: argparse.Namespace) -> int:
     max_mb = args.max_upload_mb or (serving.max_upload_mb if serving else 40)
     low = serving.low_confidence if serving else 0.5
     uploads = private_folder()
-    # SIGTERM (a service manager, `kill`) ends the page as Ctrl-C does, so the uploads are removed either way.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if removed := sweep_orphans(uploads.parent):
+        print(f"removed {removed} folder(s) of uploads left by pages that did not stop cleanly", file=sys.stderr)
+    # SIGTERM (a service manager, `kill`) and SIGHUP (the terminal closed) end the page as Ctrl-C does, so the
+    # uploads are removed either way.
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, lambda *_: sys.exit(0))
     try:
         page = build(served, args.max_images, low)
-        print(f"CoroNet page on http://{args.host}:{args.port} ({served.name}); Ctrl-C stops it.\n"
-              f"{models.DISCLAIMER}\n{models.trained_on(served)}\nUploads and overlays: {uploads} (this user only; "
-              "removed when the page stops)", file=sys.stderr, flush=True)
         try:
             page.launch(server_name=args.host, server_port=args.port, max_file_size=int(max_mb * 1024 * 1024),
                         show_error=True, footer_links=["api"], quiet=True, prevent_thread_lock=True)
         except OSError:  # Gradio: "Cannot find empty port ..."
             raise UserError(f"cannot listen on {args.host}:{args.port}: the port is in use (or not this machine's "
-                            "address); choose another with --port") from None
+                            "address); choose another with --port (make app PORT=...)") from None
+        print(f"CoroNet page on http://{args.host}:{args.port} ({served.name}); Ctrl-C stops it.\n"
+              f"{models.DISCLAIMER}\n{models.trained_on(served)}\nUploads and overlays: {uploads} (this user only; "
+              "each upload deleted once answered, the folder when the page stops)", file=sys.stderr, flush=True)
         try:
             page.block_thread()
         except KeyboardInterrupt:
@@ -202,14 +248,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(uploads, ignore_errors=True)
     return 0
-
-
-def port(text: str) -> int:
-    """argparse type: a TCP port number."""
-    value = positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -69,6 +69,7 @@ def from_registry(model_uri: str) -> Served:
     from coronet.tracking import store as tracking
 
     tracking.client_settings()
+    tracking.check_store()
     mlflow.set_tracking_uri(tracking.tracking_uri())
     try:
         pyfunc = mlflow.pyfunc.load_model(model_uri)

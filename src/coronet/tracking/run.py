@@ -13,7 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from coronet.tracking.store import configure, explain, note_parallel_sqlite, refuse_read_only, shown_uri
+from coronet.tracking.store import (
+    TrackingConfigError,
+    configure,
+    explain,
+    note_parallel_sqlite,
+    refuse_read_only,
+    shown_uri,
+)
 
 SYSTEM_METRICS_INTERVAL_S = 10
 
@@ -43,6 +50,8 @@ class PipelineRun:
             return None
         try:
             return fn(*args, **kwargs)
+        except TrackingConfigError:  # the user's to fix: not an outage to work around
+            raise
         except Exception as exc:  # MLflow raises many types (OperationalError, RestException, ...)
             reason = explain(exc)
             refuse_read_only(what, reason)

@@ -4,7 +4,6 @@ settings, the experiment, and why a call to the store failed, in one line."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -13,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from coronet.errors import UserError
-from coronet.files import repository_root
+from coronet.files import exclusive_lock, repository_root
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 # SQLite lets one writer in at a time and makes the others wait this long (Python's default: 5 s) before
 # "database is locked"; queued experiments (dvc queue start -j N) write to one file side by side.
 SQLITE_BUSY_TIMEOUT_S = 60
+# Opening a store takes seconds (a migration, once); a lock held longer is a process that hangs.
+STORE_LOCK_WAIT_S = 120
 # MLflow's HTTP client retries 7 times with exponential backoff and waits up to 120 s a request by default:
 # with the tracking server down, every epoch would stall for minutes. A few seconds, then one warning.
 HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -117,8 +118,28 @@ def configure(experiment: str) -> str:
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    with store_lock(uri):
+    with store_lock(uri):  # a store another process is creating is checked once it is made
+        check_store(uri)
         return _experiment_id(mlflow, uri, experiment)
+
+
+def check_store(uri: str | None = None) -> None:
+    """A SQLite store that exists must be a database MLflow made: a truncated or overwritten file is one line
+    saying what to do, before MLflow meets it (its traceback runs to a hundred lines)."""
+    import sqlite3
+
+    db = sqlite_file(uri or tracking_uri())
+    if db is None or not db.is_file() or db.stat().st_size == 0:  # none yet: MLflow makes it
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            con.execute("SELECT version_num FROM alembic_version").fetchall()
+            con.execute("SELECT count(*) FROM experiments").fetchall()
+    except sqlite3.Error as exc:
+        raise TrackingConfigError(
+            f"{db} is not a usable MLflow store ({exc}): it is damaged or not MLflow's. Move it aside "
+            f"(mv {db.name} {db.name}.broken) and rerun the pipeline to start a new one, or point "
+            "MLFLOW_TRACKING_URI at a working store") from None
 
 
 @contextlib.contextmanager
@@ -130,13 +151,8 @@ def store_lock(uri: str) -> Iterator[None]:
     if db is None:
         yield
         return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(db.with_name(db.name + ".lock"), f"opening the MLflow store {db.name}", STORE_LOCK_WAIT_S):
+        yield
 
 
 def _experiment_id(mlflow: Any, uri: str, experiment: str) -> str:
