@@ -89,19 +89,20 @@ remote: venv
 
 # The MLflow UI on this project's store, opened on the experiment's training runs (not MLflow's GenAI overview).
 ui: venv
-	$(BIN)/coronet ui
+	$(BIN)/coronet ui $(if $(PORT),--port $(PORT))
 
 # The page for clinical researchers: one X-ray in; the answer, where the model looked, what to distrust.
 app: venv
-	$(BIN)/coronet app $(APP_ARGS)
+	$(BIN)/coronet app $(if $(PORT),--port $(PORT)) $(APP_ARGS)
 
 # The shortcut study: baseline, nuisance augmentation, source mixing and both, queued and run side by side.
 shortcut-study: venv
 	$(BIN)/coronet study $(STUDY_ARGS)
 
-# A team tracking server to try: PostgreSQL (initdb in .team-server/) behind `mlflow server` on 127.0.0.1:5000.
+# A team tracking server to try: PostgreSQL (initdb in .team-server/, its owner only) behind `mlflow server` on
+# 127.0.0.1:5050 (make ui keeps MLflow's 5000).
 server: venv
-	$(BIN)/python -m coronet.tracking.team_server --port $(or $(PORT),5000)
+	$(BIN)/python -m coronet.tracking.team_server $(if $(PORT),--port $(PORT))
 
 lint: venv
 	$(BIN)/ruff check .

@@ -16,6 +16,7 @@ from coronet.records import SourcesRecord
 def main() -> int:
     cfg = MergeParams.parse(load_params())
     archives = SourcesRecord.read(paths.SOURCES).archives
+    sources.check_roles(cfg.sources, list(archives))
     pool, rejected_by_sources = [], []
     for name, record in archives.items():
         found, turned_down = sources.get(name).candidates(paths.ARCHIVES / record["file"], cfg)

@@ -13,6 +13,7 @@ import json
 
 from coronet import paths
 from coronet.errors import run_stage
+from coronet.model.classifier import Classifier
 from coronet.model.dataset import load_split
 from coronet.model.runtime import import_tensorflow_quietly
 from coronet.params import ServingParams, TrackingParams, flatten, load_params
@@ -36,7 +37,8 @@ def main() -> int:
     params = load_params()
     names, serving = TrackingParams.parse(params), ServingParams.parse(params)
     trained = RunRecord.read(paths.RUN)
-    trained.check_model(paths.MODEL, paths.RUN)  # never register a model under another's record
+    # never register a model under another's record: its file, its seal and its real input and output shapes
+    Classifier.load(paths.MODEL, paths.RUN)
     config = model_config(serving.as_dict())
     digest = served_digest(SERVED, config)
     run = PipelineRun(names.experiment)

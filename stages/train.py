@@ -75,8 +75,8 @@ def main() -> int:
     RunRecord(run_id=run.run_id, experiment=experiment, tracking_uri=shown_uri(), tracking_errors=run.errors,
               train=cfg.as_dict(), seed=seed, precision=devices["precision"], throughput=speed,
               model=ModelContract(scheme.classes, scheme.groups, scheme.screening, cfg.image_size, cfg.weights,
-                                  resize.size, resize.mode, sha256_file(paths.MODEL), len(scheme.classes)).sealed(),
-              trained_on=trained_on).write(paths.RUN)
+                                  resize.size, resize.mode, sha256_file(paths.MODEL), len(scheme.classes)),
+              trained_on=trained_on).sealed().write(paths.RUN)
     checkpoints.clear()
     print(f"model saved to {paths.MODEL}; MLflow run {run.run_id or 'not recorded'}; "
           f"{speed['images_per_s'] if speed else '-'} images/s ({devices['precision']})")

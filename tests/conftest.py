@@ -187,8 +187,9 @@ def model_path(tmp_path_factory):
     RunRecord(run_id=None, experiment="coronet", tracking_uri="", tracking_errors=[], train={}, seed=0,
               precision="float32", throughput=None, model=ModelContract(
                   CLASSES, {"covid": ["covid"], "normal": ["normal"], "pneumonia": CLASSES[2:]}, "covid", 71, None, 96,
-                  "stretch", sha256_file(folder / "coronet.keras"), len(CLASSES)).sealed(),
-              trained_on=TrainingData("synthetic", {"covid": 1, "kermany": 3}, 71, None, 1)).write(folder / "run.json")
+                  "stretch", sha256_file(folder / "coronet.keras"), len(CLASSES)),
+              trained_on=TrainingData("synthetic", {"covid": 1, "kermany": 3}, 71, None, 1)).sealed().write(
+                  folder / "run.json")
     return folder / "coronet.keras"
 
 

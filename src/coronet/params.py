@@ -442,6 +442,9 @@ class NuisanceParams:
         return cls(steps)
 
 
+MIN_CLIPNORM = 1e-3
+
+
 @dataclass(frozen=True)
 class TrainParams:
     image_size: int
@@ -481,7 +484,8 @@ class TrainParams:
             learning_rate=cfg.number("learning_rate", 0, inclusive=False),
             warmup_epochs=cfg.integer("warmup_epochs", low=0),
             lr_decay=cfg.choice("lr_decay", LR_DECAYS),
-            clipnorm=None if cfg["clipnorm"] is None else cfg.number("clipnorm", 0, inclusive=False),
+            # below this a clip stops learning (1e-300 was accepted); null switches clipping off
+            clipnorm=None if cfg["clipnorm"] is None else cfg.number("clipnorm", MIN_CLIPNORM),
             batch_size=cfg.integer("batch_size", low=1),
             epochs=cfg.integer("epochs", low=1),
             augment=AugmentParams.parse(cfg.section("augment")),
@@ -526,6 +530,9 @@ class StressParams:
         if unknown := sorted(set(transforms) - set(nuisance.TRANSFORMS)):
             raise ParamsError(f"params.yaml: evaluate.stress.transforms names unknown transform(s) {unknown}; "
                               f"known: {', '.join(nuisance.TRANSFORMS)}")
+        if not transforms:
+            raise ParamsError("params.yaml: evaluate.stress.transforms lists nothing, which would switch the stress "
+                              "tests and the lungs-removed test off; list at least lungs_removed: [0.7]")
         checked = {}
         for name, strengths in transforms.items():
             key = f"evaluate.stress.transforms.{name}"

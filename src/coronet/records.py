@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -43,8 +45,10 @@ class Record:
 
     @classmethod
     def from_json(cls: type[R], data: dict[str, Any]) -> R:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        fields = {k: v for k, v in data.items() if k != "schema"}
+        if problems := mismatches(cls, fields):
+            raise ValueError("; ".join(problems))
+        return build(cls, fields)
 
     @classmethod
     def read(cls: type[R], path: Path) -> R:
@@ -72,6 +76,51 @@ class Record:
             raise RecordError(f"{path} does not hold what a {cls.KIND} record holds ({exc}): {renew}") from None
 
 
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether a JSON value is of the annotated type (str, int, float, bool, None, lists, dicts, unions, Any and
+    the records' own dataclasses): a hand-edited record fails here, not deep in a later stage."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, arg) for arg in args)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, list) and all(conforms(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(conforms(k, args[0]) and conforms(v, args[1]) for k, v in value.items())
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict) and not mismatches(hint, value)
+    return isinstance(value, hint)
+
+
+def mismatches(cls: type, data: dict[str, Any], where: str = "") -> list[str]:
+    """Every way ``data`` is not a ``cls``: unknown, missing and mistyped fields, nested records included."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    problems = [f"unknown field {f'{where}{k}'!r}" for k in data if k not in fields]
+    for name, spec in fields.items():
+        if name not in data:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                problems.append(f"no field {f'{where}{name}'!r}")
+        elif dataclasses.is_dataclass(hints[name]) and isinstance(data[name], dict):
+            problems += mismatches(hints[name], data[name], f"{where}{name}.")
+        elif not conforms(data[name], hints[name]):
+            problems.append(f"{where}{name} is {data[name]!r}, not {getattr(hints[name], '__name__', hints[name])}")
+    return problems
+
+
+def build(cls: type[R], data: dict[str, Any]) -> R:
+    """``cls`` from checked JSON, its nested records built too."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: build(hints[k], v) if dataclasses.is_dataclass(hints[k]) else v for k, v in data.items()})
+
+
 class ModelMismatchError(UserError):
     """A model file and the run.json beside it do not belong together."""
 
@@ -90,15 +139,7 @@ class ModelContract:
     resize_mode: str
     sha256: str  # of the saved model file
     outputs: int  # the network's output units: one per class
-    seal: str = ""  # digest of every field above: an edit (two classes swapped) breaks it
-
-    def sealed(self) -> ModelContract:
-        """This contract with its seal: what the train stage writes."""
-        return dataclasses.replace(self, seal=self._digest())
-
-    def _digest(self) -> str:
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "seal"}
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    seal: str = ""  # digest of every field above and of what it was trained on: an edit breaks it
 
     def inconsistencies(self) -> list[str]:
         """What in the contract contradicts itself (a hand-edited or foreign run.json)."""
@@ -111,8 +152,6 @@ class ModelContract:
                      for g, m in self.groups.items() if set(m) - known]
         if self.screening is not None and self.screening not in known:
             problems.append(f"its screening class {self.screening!r} is not one of its classes")
-        if not problems and self.seal != self._digest():
-            problems.append("its classes, groups or sizes were changed after training (its seal does not match)")
         return problems
 
 
@@ -166,12 +205,14 @@ class RunRecord(Record):
     model: ModelContract
     trained_on: TrainingData
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunRecord:
-        record = super().from_json(data)
-        record.model = ModelContract(**record.model)
-        record.trained_on = TrainingData(**record.trained_on)
-        return record
+    def _digest(self) -> str:
+        fields = {"model": {k: v for k, v in dataclasses.asdict(self.model).items() if k != "seal"},
+                  "trained_on": dataclasses.asdict(self.trained_on)}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    def sealed(self) -> RunRecord:
+        """This record with its model's seal, over the contract and what it was trained on: what train writes."""
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, seal=self._digest()))
 
     def check_model(self, model_path: Path, record_path: Path) -> None:
         """ModelMismatchError unless ``model_path`` is the file this record describes and the record agrees
@@ -180,6 +221,9 @@ class RunRecord(Record):
         problems = ([] if sha256_file(model_path) == self.model.sha256 else
                     ["the model file's sha256 is not the one the record names (the files were swapped or edited)"])
         problems += self.model.inconsistencies()
+        if not problems and self.model.seal != self._digest():
+            problems.append("its classes, groups, sizes or training data were changed after training (its seal does "
+                            "not match)")
         if problems:
             raise ModelMismatchError(f"{model_path} and {record_path} do not belong together: {'; '.join(problems)}: "
                                      f"{retrain}")

@@ -241,7 +241,7 @@ def test_a_model_that_does_not_match_its_record_is_refused(capsys, model_path, i
         (folder / "coronet.keras").write_bytes(b"PK\x03\x04 cut short")
         resealed = RunRecord.read(folder / "run.json")  # as if train had written this file: only Keras can tell
         resealed.model = dataclasses.replace(resealed.model, sha256=hashlib.sha256(b"PK\x03\x04 cut short").hexdigest())
-        dataclasses.replace(resealed, model=resealed.model.sealed()).write(folder / "run.json")
+        resealed.sealed().write(folder / "run.json")
         says = "not a Keras model file"
     code, out, err = run(capsys, str(images / "a.png"), "--model", str(folder / "coronet.keras"))
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and says in err, err

@@ -86,10 +86,11 @@ def test_make_server_on_a_busy_port_is_one_error_before_anything_starts(tmp_path
 
 @pytest.mark.parametrize(("args", "says"), [
     (["study", "-j", "0"], "must be at least 1, got 0"),  # queued the experiments and waited forever
-    (["app", "--port", "99999"], "a port is at most 65535"),  # a traceback
+    (["app", "--port", "99999"], "must be a port number from 1 to 65535, got 99999"),  # a traceback
     (["app", "--max-images", "-1"], "must be at least 1, got -1"),  # then every request failed
-    (["app", "--max-upload-mb", "-1"], "must be above 0, got -1.0"),
-    (["ui", "--port", "0"], "must be at least 1, got 0"),
+    (["app", "--max-upload-mb", "-1"], "must be a finite number above 0, got -1.0"),
+    (["app", "--max-upload-mb", "inf"], "must be a finite number above 0, got inf"),  # a traceback at launch
+    (["ui", "--port", "0"], "must be a port number from 1 to 65535, got 0"),
 ])
 def test_bad_command_line_values_are_a_usage_error(args, says, capsys):
     """Issue 24, defects 4, 6 and 8: each was accepted and failed later (or never returned)."""

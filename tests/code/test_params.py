@@ -144,7 +144,8 @@ def test_a_bad_control_mapping_is_one_error(key, value, says):
     ("train.nuisance.frame.strength", [0.3, 0.1], "must be [low, high] with low <= high"),
     ("train.nuisance.frame.strength", [0.1, 0.6], "frame takes strengths in [0, 0.5)"),
     ("train.warmup_epochs", -1, "train.warmup_epochs must be an integer >= 0"),
-    ("train.clipnorm", 0, "train.clipnorm must be a number > 0"),
+    ("train.clipnorm", 0, "train.clipnorm must be a number >= 0.001"),
+    ("train.clipnorm", 1e-300, "train.clipnorm must be a number >= 0.001"),  # accepted: no step moved a weight
     ("train.weights", 3, "train.weights must be imagenet, none or a path"),
     ("train.warmup_epochs", 81, "train.warmup_epochs (81) is more than train.epochs (80)"),  # issue 24, defect 8
 ])
@@ -178,3 +179,27 @@ def test_an_unknown_key_is_one_error_not_ignored(section, key):
     parser = PARSERS[section.split(".")[0]]
     with pytest.raises(ParamsError, match=re_escape(f"params.yaml: {section} has unknown key(s) ['{key}'] (a typo?)")):
         parser.parse(with_value(f"{section}.{key}", 5))
+
+
+def test_an_empty_stress_list_is_refused_not_a_silent_loss_of_the_lungs_removed_test():
+    from coronet.params import EvaluateParams
+
+    with pytest.raises(ParamsError, match=re_escape("evaluate.stress.transforms lists nothing")):
+        EvaluateParams.parse(with_value("evaluate.stress.transforms", {}))
+
+
+@pytest.mark.parametrize(("roles", "says"), [
+    ({"actualmd": {"role": "external"}}, "merge.sources names ['actualmd'], which download.archives does not"),
+    ({"nosuch": {"role": "train"}}, "merge.sources names ['nosuch']"),
+    ({"kermany": {"role": "train", "classes": {"normal": ["No finding"]}}},
+     "merge.sources.kermany.classes is set, but the kermany source does not read it"),
+])
+def test_merge_sources_must_name_downloaded_sources_that_read_what_is_set(roles, says):
+    """A typo (`actualmd:`) dropped the external hospital without a word: its rows went to rejected.csv as
+    `finding`, and any `merge.sources.nosuch` was accepted."""
+    from coronet.data import sources
+
+    cfg = MergeParams.parse(with_value("merge.sources", roles))
+    with pytest.raises(ParamsError, match=re_escape(says)):
+        sources.check_roles(cfg.sources, ["covid", "kermany", "actualmed"])
+    sources.check_roles(MergeParams.parse(with_value("merge.sources", {})).sources, ["covid", "kermany"])

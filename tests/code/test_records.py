@@ -20,8 +20,8 @@ from coronet.records import (
 
 RUN = RunRecord(run_id="abc", experiment="coronet", tracking_uri="sqlite:///x.db", tracking_errors=[],
                 train={"epochs": 2}, seed=42, precision="float32", throughput={"images_per_s": 3.0},
-                model=ModelContract(["a", "b"], {"ab": ["a", "b"]}, "a", 71, None, 96, "stretch", "0" * 64, 2).sealed(),
-                trained_on=TrainingData("synthetic", {"covid": 3, "kermany": 9}, 71, None, 2))
+                model=ModelContract(["a", "b"], {"ab": ["a", "b"]}, "a", 71, None, 96, "stretch", "0" * 64, 2),
+                trained_on=TrainingData("synthetic", {"covid": 3, "kermany": 9}, 71, None, 2)).sealed()
 
 
 def test_each_record_round_trips_through_its_file(tmp_path):
@@ -70,6 +70,7 @@ def test_what_a_model_was_trained_on_is_said_in_one_sentence():
 @pytest.mark.parametrize(("change", "says"), [
     ({"sha256": "1" * 64}, "sha256 is not the one the record names"),
     ({"classes": ["b", "a"]}, "were changed after training (its seal does not match)"),
+    ({"trained_on": {"download_source": "upstream"}}, "training data were changed after training"),
     ({"classes": ["b", "a", "c"], "groups": {}, "screening": None}, "lists 3 classes for a model of 2 outputs"),
     ({"groups": {"ab": ["a", "x"]}}, "its group 'ab' names ['x'], not classes"),
     ({"screening": "x"}, "its screening class 'x' is not one of its classes"),
@@ -80,10 +81,37 @@ def test_a_model_and_a_record_that_do_not_belong_together_are_one_error(tmp_path
 
     model = tmp_path / "coronet.keras"
     model.write_bytes(b"model bytes")
-    contract = dataclasses.replace(RUN.model, sha256=hashlib.sha256(b"model bytes").hexdigest()).sealed()
-    good = dataclasses.replace(RUN, model=contract)
+    contract = dataclasses.replace(RUN.model, sha256=hashlib.sha256(b"model bytes").hexdigest())
+    good = dataclasses.replace(RUN, model=contract).sealed()
     good.check_model(model, tmp_path / "run.json")  # the file it names: no error
-    bad = dataclasses.replace(good, model=dataclasses.replace(good.model, **change))
+    if "trained_on" in change:  # `download_source: upstream` made the synthetic demo model "real" data
+        bad = dataclasses.replace(good, trained_on=dataclasses.replace(good.trained_on, **change["trained_on"]))
+    else:
+        bad = dataclasses.replace(good, model=dataclasses.replace(good.model, **change))
     with pytest.raises(ModelMismatchError) as info:
         bad.check_model(model, tmp_path / "run.json")
     assert str(model) in str(info.value) and str(tmp_path / "run.json") in str(info.value) and says in str(info.value)
+
+
+@pytest.mark.parametrize(("path", "value", "says"), [
+    (("model", "groups"), None, "model.groups is None, not dict"),
+    (("model", "classes"), None, "model.classes is None, not list"),
+    (("model", "screening"), ["covid"], "model.screening is ['covid']"),
+    (("model", "outputs"), "2", "model.outputs is '2', not int"),
+    (("trained_on", "sources"), {"covid": "many"}, "trained_on.sources is {'covid': 'many'}"),
+    (("seed",), True, "seed is True, not int"),
+    (("surprise",), 1, "unknown field 'surprise'"),
+    (("trained_on", "surprise"), 1, "unknown field 'trained_on.surprise'"),
+])
+def test_a_hand_edited_record_is_one_error_naming_the_field(tmp_path, path, value, says):
+    """`model.groups: null`, `classes: null` or `screening: ["covid"]` in run.json were tracebacks: these
+    checks ran before the seal's. Every field is now typed before anything uses it."""
+    data = RUN.to_json()
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    (tmp_path / "run.json").write_text(json.dumps(data))
+    with pytest.raises(RecordError) as info:
+        RunRecord.read(tmp_path / "run.json")
+    assert "does not hold what a coronet.run record holds" in str(info.value) and says in str(info.value)

@@ -33,6 +33,7 @@ class ToySource:
     licence = "CC0"
     cohort_ages = "adults by provenance"
     caveats = ("a toy: its films are drawn",)
+    maps_findings = False
 
     def candidates(self, archive, cfg):
         with archives.ArchiveReader() as reader:

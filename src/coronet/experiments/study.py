@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from coronet.console import positive_int
@@ -34,7 +35,8 @@ ADULTS = {**MIXING, "train.balance_sources": "true"}
 VARIANTS: dict[str, dict[str, Any]] = {"baseline": {}, "nuisance": NUISANCE, "mixing": MIXING,
                                        "both": {**NUISANCE, **MIXING}, "adults": ADULTS}
 FRAME = ("frame_median", "0.2")  # the stress test the table reports: a 20% uniform frame
-POLL_S = 5
+POLL_S = 3
+QUEUE_STATUS_S = 60
 
 
 def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -64,21 +66,68 @@ def queue(prefix: str, variants: list[str], settings: dict[str, Any]) -> list[st
     return names
 
 
-def wait(names: list[str], jobs: int) -> dict[str, str]:
-    """Starts the queue's workers and waits until every named experiment has finished; name -> status."""
+DONE = {"Success", "Failed"}
+# DVC's executor states (dvc.repo.experiments.executor.base.TaskStatus), as its info files hold them.
+STATES = {0: "Queued", 1: "Running", 2: "Running", 3: "Success", 4: "Failed", 5: "Failed", 6: "Success"}
+
+
+def executors(root: Path) -> dict[str, dict[str, Any]]:
+    """The queue's experiments as DVC's executors record them (``.dvc/tmp/exps/run/<id>/<id>.run``): name ->
+    info. Reading these files costs nothing; ``dvc queue status`` is a new Python process importing DVC."""
+    found = {}
+    for info in (root / ".dvc/tmp/exps/run").glob("*/*.run"):
+        try:
+            record = json.loads(info.read_text())
+        except (OSError, ValueError):  # being written
+            continue
+        if record.get("name"):
+            found[record["name"]] = record
+    return found
+
+
+def progress(record: dict[str, Any] | None, epochs: int | None) -> str:
+    """One experiment's state, with its epoch while it trains (the rows of its models/history.csv)."""
+    if record is None:
+        return "queued"
+    state = STATES.get(record.get("status", 0), "Running").lower()
+    history = Path(record.get("root_dir") or "") / "models/history.csv"
+    if state == "running" and record.get("root_dir") and history.is_file():
+        done = max(0, len(history.read_text().splitlines()) - 1)
+        state += f" (epoch {done} of {epochs})" if epochs else f" ({done} epochs)"
+    return state
+
+
+def wait(names: list[str], jobs: int, epochs: int | None = None) -> dict[str, str]:
+    """Starts the queue's workers and waits until every named experiment has finished; name -> status. It
+    watches DVC's executor files every few seconds and asks ``dvc queue status`` only once a minute (the
+    experiments it waits for need the CPU)."""
     dvc("queue", "start", "-j", str(jobs))
-    started, last = time.monotonic(), ""
+    started, last, asked = time.monotonic(), "", 0.0
+    status = dict.fromkeys(names, "Queued")
     while True:
-        table = dvc("queue", "status").stdout
-        status = {name: next((line.split()[-1] for line in table.splitlines() if f" {name} " in f" {line} "),
-                             "Queued") for name in names}
-        line = ", ".join(f"{n.rsplit('-', 1)[-1]} {s.lower()}" for n, s in status.items())
+        infos = executors(Path.cwd())
+        line = ", ".join(f"{n.rsplit('-', 1)[-1]} {progress(infos.get(n), epochs)}" for n in names)
+        for name in names:
+            if name in infos:
+                status[name] = STATES.get(infos[name].get("status", 0), "Running")
+        if time.monotonic() - asked > QUEUE_STATUS_S or all(s in DONE for s in status.values()):
+            table, asked = dvc("queue", "status").stdout, time.monotonic()
+            status = {n: next((row.split()[-1] for row in table.splitlines() if f" {n} " in f" {row} "), status[n])
+                      for n in names}
         if line != last:
             print(f"[{time.monotonic() - started:5.0f} s] {line}", flush=True)
             last = line
-        if all(s in {"Success", "Failed"} for s in status.values()):
+        if all(s in DONE for s in status.values()):
             return status
         time.sleep(POLL_S)
+
+
+def failure(name: str) -> str:
+    """Why an experiment failed: the last ``error:`` line of its log (ours or DVC's), else its last line."""
+    log = dvc("queue", "logs", name, check=False).stdout
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if line.lower().startswith(("error:", "error "))]
+    return (errors or lines or ["no log"])[-1][:200]
 
 
 def read(rev: str, path: str, repo: str | None = None) -> dict[str, Any]:
@@ -133,9 +182,11 @@ def external_columns(external: dict[str, Any], screening: str) -> dict[str, str]
             "external spec": cell(external.get("specificity"))}
 
 
-def table(rows: list[dict[str, Any]], screening: str, prefix: str | None = None) -> str:
+def table(rows: list[dict[str, Any]], screening: str, prefix: str | None = None,
+          failed: dict[str, str] | None = None) -> str:
     """The study table for the experiments of ``dvc.api.exp_show`` rows named ``<prefix>-<variant>`` (the
-    newest study when ``prefix`` is None); "" when there is none."""
+    newest study when ``prefix`` is None), and under it why each of ``failed`` (name -> its last error line)
+    failed; "" when there is none."""
     import pandas as pd
 
     named = [r for r in rows if r.get("Experiment") and str(r["Experiment"]).rsplit("-", 1)[-1] in VARIANTS
@@ -144,10 +195,15 @@ def table(rows: list[dict[str, Any]], screening: str, prefix: str | None = None)
         prefix = max(str(r["Experiment"]).rsplit("-", 1)[0] for r in named)
     chosen = sorted((r for r in named if str(r["Experiment"]).rsplit("-", 1)[0] == prefix),
                     key=lambda r: list(VARIANTS).index(str(r["Experiment"]).rsplit("-", 1)[-1]))
-    if not chosen:
+    failed = failed or {}
+    rows_shown = [row(str(r["Experiment"]), str(r["rev"]), screening) for r in chosen]
+    rows_shown += [{"experiment": name, "accuracy": "failed"} for name in failed
+                   if name not in {r["experiment"] for r in rows_shown}]  # a failed run may leave no experiment
+    if not rows_shown:
         return ""
-    frame = pd.DataFrame([row(str(r["Experiment"]), str(r["rev"]), screening) for r in chosen]).fillna("-")
-    return f"Shortcut study {prefix}:\n" + frame.to_string(index=False)
+    frame = pd.DataFrame(rows_shown).fillna("-")
+    why = "".join(f"\n  {name} failed: {line}" for name, line in failed.items())
+    return f"Shortcut study {prefix}:\n" + frame.to_string(index=False) + why
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,13 +222,15 @@ def run(args: argparse.Namespace) -> int:
     prefix = time.strftime("study-%Y%m%d-%H%M%S")
     names = queue(prefix, variants, settings)
     print(f"queued {', '.join(names)}; running {args.jobs} at a time")
-    status = wait(names, args.jobs)
-    failed = [n for n, s in status.items() if s == "Failed"]
+    epochs = settings.get("train.epochs") or load_params().get("train", {}).get("epochs")
+    status = wait(names, args.jobs, int(epochs) if epochs else None)
+    failed = {n: failure(n) for n, s in status.items() if s == "Failed"}
     baseline = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     print()
-    print(table(experiment_rows([baseline], 1), screening, prefix))
+    print(table(experiment_rows([baseline], 1), screening, prefix, failed))
     if failed:
-        print(f"error: {', '.join(failed)} failed; `dvc queue logs NAME` shows why", file=sys.stderr)
+        print(f"error: {', '.join(failed)} failed (why: under the table; all of it: dvc queue logs NAME)",
+              file=sys.stderr)
         return 1
     return 0
 

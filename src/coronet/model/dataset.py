@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from coronet.errors import DataError
 from coronet.imaging.nuisance import augment as nuisance_augment
 from coronet.params import AugmentParams, NuisanceParams
 
@@ -36,6 +37,10 @@ def read_index(images_csv: Path, splits_csv: Path) -> pd.DataFrame:
     """Every processed image (images.csv: id, label, source, patient_id, hashes, path) with its split, by id."""
     index = pd.read_csv(images_csv, dtype=str, keep_default_na=False)
     splits = pd.read_csv(splits_csv, dtype=str, keep_default_na=False)
+    if missing := [path for path in index["path"] if not Path(path).is_file()]:
+        raise DataError(f"{len(missing)} processed image(s) that {images_csv} lists are missing (first: {missing[0]}): "
+                        f"restore them with `dvc checkout {Path(missing[0]).parent}`, or rerun the resize stage "
+                        "(dvc repro -f resize)")
     return index.merge(splits, on="id", validate="one_to_one").sort_values("id", ignore_index=True)
 
 

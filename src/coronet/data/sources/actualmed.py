@@ -30,6 +30,7 @@ class ActualmedSource:
     licence = LICENCE
     cohort_ages = "adults by provenance"  # the age column is mostly blank
     caveats = ("its findings are COVID-19 or none: it can test the COVID-19 answer, not the pneumonias",)
+    maps_findings = True  # merge.sources.actualmed.classes
 
     def candidates(self, archive: Path, cfg: MergeParams) -> tuple[list[Candidate], list[Rejection]]:
         """Rows with a finding params map to a class, of the chosen views, whose file is in the archive."""

@@ -81,6 +81,7 @@ class Source(Protocol):
     licence: str
     cohort_ages: str  # the cohort's ages when files carry none ("" when each file has its age)
     caveats: tuple[str, ...]  # what a reader of the model card must know about its images or labels
+    maps_findings: bool  # its labels come from params merge.sources.<name>.classes (finding -> class)
 
     def candidates(self, archive: Path, cfg: MergeParams) -> tuple[list[Candidate], list[Rejection]]:
         """Every image of the archive that could be chosen, and every record turned down with its reason."""

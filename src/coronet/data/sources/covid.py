@@ -72,6 +72,7 @@ class CovidSource:
     cohort_ages = ""  # each row has its age
     caveats = ("its COVID-19 images are figures from publications (cropped, annotated, re-encoded), not "
                "hospital DICOMs",)
+    maps_findings = False  # its labels: metadata findings against merge.covid_finding and merge.controls
 
     def candidates(self, archive: Path, cfg: MergeParams) -> tuple[list[Candidate], list[Rejection]]:
         """X-ray rows of the chosen views: COVID-19 rows as the covid class, the rest as same-source

@@ -49,6 +49,7 @@ class KermanySource:
     licence = "CC BY 4.0"
     cohort_ages = "1-5 by provenance"  # files carry no age; the cohort's (MLflow metric names allow no brackets)
     caveats = ("its labels come from file names; per-image age and sex are unknown",)
+    maps_findings = False  # its labels: file names
 
     def candidates(self, archive: Path, cfg: MergeParams) -> tuple[list[Candidate], list[Rejection]]:
         """Both train/ and test/ (and val/ in the Kaggle copy) form one pool; macOS junk is ignored."""
