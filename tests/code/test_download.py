@@ -260,9 +260,9 @@ def test_a_lock_that_is_a_folder_or_held_too_long_is_one_clear_error(tmp_path):
     from coronet.files import exclusive_lock
 
     (tmp_path / "x.lock").mkdir()
-    with pytest.raises(UserError, match=r"cannot use .*x\.lock as a lock for testing .*remove it"):
-        with exclusive_lock(tmp_path / "x.lock", "testing", timeout_s=1):
-            pass
+    with pytest.raises(UserError, match=r"cannot use .*x\.lock as a lock for testing .*remove it"), \
+            exclusive_lock(tmp_path / "x.lock", "testing", timeout_s=1):
+        pass
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
                                "from coronet.files import exclusive_lock\n"
                                f"with exclusive_lock(Path({str(tmp_path / 'y.lock')!r}), 'holding', 60):\n"
@@ -270,9 +270,9 @@ def test_a_lock_that_is_a_folder_or_held_too_long_is_one_clear_error(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
-        with pytest.raises(UserError, match=rf"still held by process {holder.pid} on .* after 1 s"):
-            with exclusive_lock(tmp_path / "y.lock", "testing", timeout_s=1):
-                pass
+        with pytest.raises(UserError, match=rf"still held by process {holder.pid} on .* after 1 s"), \
+                exclusive_lock(tmp_path / "y.lock", "testing", timeout_s=1):
+            pass
         assert time.monotonic() - started < 10
     finally:
         holder.kill()

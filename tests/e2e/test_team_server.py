@@ -144,7 +144,7 @@ def test_make_server_lets_its_owner_in_only_and_stops_both_servers_on_a_signal(t
         hba = (folder / "pgdata" / "pg_hba.conf").read_text()
         assert not [line for line in hba.splitlines() if line.split()[-1:] == ["trust"]]
         # No TCP listener: nothing but mlflow's port on this machine belongs to the cluster.
-        settings = subprocess.run(psql[:-1] + ["SHOW listen_addresses"], capture_output=True, text=True,
+        settings = subprocess.run([*psql[:-1], "SHOW listen_addresses"], capture_output=True, text=True,
                                   env={**os.environ, "PGPASSFILE": str(folder / "pgpass")})
         assert settings.returncode == 0 and settings.stdout.strip() == "", settings.stderr
         # The owner without the password file is refused too (scram-sha-256 on the socket, not peer trust).
