@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +88,36 @@ def usable_folder(text: str) -> Path:
     return path
 
 
+def writable_file(text: str) -> None:
+    """--output FILE: its folder exists and takes a file; checked before any work (classifying takes minutes)."""
+    folder = Path(text).resolve().parent
+    if Path(text).is_dir():
+        raise UserError(f"--output {text}: that is a folder; name a file")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".coronet-write-test"):
+            pass
+    except OSError as exc:
+        raise UserError(f"--output {text}: cannot write in {folder} ({exc.strerror or exc}); name a writable "
+                        "place") from None
+
+
+def low_confidence_default() -> float:
+    """params serving.low_confidence in a project, else 0.5: the page and the served model flag the same answers."""
+    if Path("params.yaml").is_file():
+        from coronet.params import ServingParams, load_params
+
+        return ServingParams.parse(load_params()).low_confidence
+    return 0.5
+
+
 def predict_command(args: argparse.Namespace) -> int:
     files = collect_files(args.paths)
     if not files:
         raise UserError("no files to classify")
+    if args.output:
+        writable_file(args.output)
+    if args.low_confidence is None:
+        args.low_confidence = low_confidence_default()
     gradcam_dir = usable_folder(args.gradcam) if args.gradcam else None
     from coronet.model.runtime import import_tensorflow_quietly
 
@@ -198,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--gradcam", metavar="DIR", help="write a Grad-CAM overlay PNG per image here")
     predict.add_argument("--gradcam-class", help="explain this class instead of the predicted one")
     predict.add_argument("--batch-size", type=positive_int, default=32, help="images per model call (default 32)")
-    predict.add_argument("--low-confidence", type=probability, default=0.5, metavar="P",
-                         help="flag answers whose top probability is under P (default 0.5)")
+    predict.add_argument("--low-confidence", type=probability, metavar="P",
+                         help="flag answers whose top probability is under P (default params serving.low_confidence, "
+                         "else 0.5)")
     compare = commands.add_parser("compare", help="experiments side by side: params that differ, headline metrics")
     compare.add_argument("--rev", action="append", help="the commit whose experiments to show (default HEAD)")
     compare.add_argument("-n", "--num", type=positive_int, default=1, help="also the experiments of N-1 older commits")

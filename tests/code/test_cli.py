@@ -314,3 +314,27 @@ def test_gradcam_overlays_of_same_named_inputs_do_not_overwrite(capsys, model_pa
     assert main(["predict", *map(str, inputs), "--model", str(model_path), "--gradcam", str(cams)]) == 0
     written = sorted(p.name for p in cams.iterdir())
     assert len(written) == 3 and all(n.startswith("scan-") and n.endswith("_gradcam.png") for n in written)
+
+
+def test_an_unwritable_output_is_found_before_classifying(capsys, model_path, images, tmp_path, monkeypatch):
+    """An --output in a folder that does not exist was found only after every image was classified."""
+    from coronet.model import classifier
+
+    monkeypatch.setattr(classifier.Classifier, "load", None)  # reaching the model at all would fail the test
+    code, out, err = run(capsys, str(images), "--model", str(model_path), "--output", str(tmp_path / "no" / "r.csv"))
+    assert code == 2 and out == "" and err.startswith(f"error: --output {tmp_path / 'no' / 'r.csv'}: cannot write")
+
+
+def test_low_confidence_defaults_to_the_projects_serving_param(capsys, model_path, images, tmp_path, monkeypatch):
+    """`coronet predict` flagged under 0.5 whatever params serving.low_confidence said (the page used the param)."""
+    from conftest import ROOT
+
+    params = (ROOT / "params.yaml").read_text().replace("low_confidence: 0.5", "low_confidence: 0.999")
+    assert "low_confidence: 0.999" in params
+    (tmp_path / "params.yaml").write_text(params)
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, str(images), "--model", str(model_path), "--format", "json")
+    flagged = [r["low_confidence"] for r in json.loads(out) if r["predicted"]]
+    assert flagged and all(flagged)  # an untrained model is never 99.9% sure
+    code, out, _ = run(capsys, str(images), "--model", str(model_path), "--format", "json", "--low-confidence", "0")
+    assert not any(r["low_confidence"] for r in json.loads(out) if r["predicted"])

@@ -144,3 +144,18 @@ def test_weights_from_a_file_are_loaded(tmp_path):
     model = build_model(CLASSES, 71, str(path))
     conv = model.get_layer("block1_conv1").get_weights()[0]
     np.testing.assert_array_equal(conv, source.get_layer("block1_conv1").get_weights()[0])
+
+
+def test_a_model_file_holding_code_is_refused_with_advice_our_commands_can_follow(tmp_path):
+    """Keras' safe-mode refusal told the user to pass safe_mode=False, which no command of ours takes (and which
+    runs the file's code)."""
+    import keras
+
+    from coronet.model.network import load_model
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    model.save(tmp_path / "lambda.keras")
+    with pytest.raises(ValueError, match="holds code .* safe mode refuses to run: .*dvc repro") as info:
+        load_model(tmp_path / "lambda.keras")
+    assert "safe_mode=False" not in str(info.value)

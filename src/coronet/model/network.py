@@ -103,4 +103,13 @@ def load_model(path: str | Path) -> Any:
     if Path(path).is_file() and not zipfile.is_zipfile(path):  # Keras would call it "File not found"
         raise ValueError(f"{path} is not a Keras model file (a .keras file is a zip archive): it is corrupt, "
                          "truncated or of another kind")
-    return keras.models.load_model(path, safe_mode=True, compile=False)
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except ValueError as exc:
+        if "safe_mode" not in str(exc):
+            raise
+        # Keras' own advice (pass safe_mode=False) is not one our commands take, and should not be followed
+        # for a file from elsewhere: say what was refused and what to do instead.
+        raise ValueError(f"{path} holds code (a Lambda layer or a custom object), which Keras' safe mode refuses to "
+                         "run: this project's models hold none. Use a model the train stage wrote (dvc repro, dvc "
+                         "pull), or rebuild this one without code layers") from None
