@@ -333,8 +333,8 @@ def test_low_confidence_defaults_to_the_projects_serving_param(capsys, model_pat
     assert "low_confidence: 0.999" in params
     (tmp_path / "params.yaml").write_text(params)
     monkeypatch.chdir(tmp_path)
-    code, out, _ = run(capsys, str(images), "--model", str(model_path), "--format", "json")
+    out = run(capsys, str(images), "--model", str(model_path), "--format", "json")[1]
     flagged = [r["low_confidence"] for r in json.loads(out) if r["predicted"]]
     assert flagged and all(flagged)  # an untrained model is never 99.9% sure
-    code, out, _ = run(capsys, str(images), "--model", str(model_path), "--format", "json", "--low-confidence", "0")
+    out = run(capsys, str(images), "--model", str(model_path), "--format", "json", "--low-confidence", "0")[1]
     assert not any(r["low_confidence"] for r in json.loads(out) if r["predicted"])

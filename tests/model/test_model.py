@@ -156,6 +156,6 @@ def test_a_model_file_holding_code_is_refused_with_advice_our_commands_can_follo
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
     model.save(tmp_path / "lambda.keras")
-    with pytest.raises(ValueError, match="holds code .* safe mode refuses to run: .*dvc repro") as info:
+    with pytest.raises(ValueError, match=r"holds code .* safe mode refuses to run: .*dvc repro") as info:
         load_model(tmp_path / "lambda.keras")
     assert "safe_mode=False" not in str(info.value)
