@@ -30,13 +30,15 @@ def main() -> int:
         raise ParamsError(f"the model's classes {classifier.classes} differ from params classes {scheme.classes}: "
                           "rerun training (dvc repro)")
     manifest = pd.read_csv(paths.MANIFEST, dtype=str, keep_default_na=False)
-    images = read_index(paths.IMAGES_CSV, paths.SPLITS).merge(manifest[["id", "age"]], on="id", validate="one_to_one")
+    images = read_index(paths.IMAGES_CSV, paths.SPLITS).merge(manifest[["id", "age", "group"]], on="id",
+                                                               validate="one_to_one")
     test = images[images["split"] == "test"].reset_index(drop=True)
 
-    predictions, controls, external, features = predict_all(classifier, images, cfg.batch_size, paths.PREDICTIONS,
-                                                            paths.CONTROLS, paths.EXTERNAL)
+    predictions, controls, external, scored, features = predict_all(
+        classifier, images, cfg.batch_size, paths.PREDICTIONS, paths.CONTROLS, paths.EXTERNAL, paths.SCORED)
     scores = compute_metrics(predictions, scheme.classes, scheme.groups, scheme.screening)
-    found = evidence.collect(predictions, controls, external, images, pd.read_csv(paths.IMAGE_STATS), features, cfg)
+    found = evidence.collect(predictions, controls, external, scored, images, pd.read_csv(paths.IMAGE_STATS), features,
+                             cfg)
     summary, metrics = headline(scores, found), {**scores, **found}
     write_json(paths.HEADLINE, summary)  # what `dvc exp show` compares
     write_json(paths.EVIDENCE, metrics)  # everything: intervals, breakdowns, probe, controls, leakage

@@ -6,7 +6,7 @@ import pandas as pd
 
 from coronet import paths
 from coronet.data import sources
-from coronet.data.manifest import select
+from coronet.data.manifest import extract_chosen, select
 from coronet.errors import DataError, run_stage
 from coronet.files import write_csv
 from coronet.params import MergeParams, load_params
@@ -15,14 +15,15 @@ from coronet.records import SourcesRecord
 
 def main() -> int:
     cfg = MergeParams.parse(load_params())
-    archives = SourcesRecord.read(paths.SOURCES).archives
-    sources.check_roles(cfg.sources, list(archives))
+    downloaded = SourcesRecord.read(paths.SOURCES)
+    archives = downloaded.archives
+    sources.check_roles(cfg.sources, [*archives, *downloaded.off])
     pool, rejected_by_sources = [], []
     for name, record in archives.items():
         found, turned_down = sources.get(name).candidates(paths.ARCHIVES / record["file"], cfg)
         pool += [candidate.in_role(cfg.source(name).role) for candidate in found]
         rejected_by_sources += turned_down
-    selection = select(pool, cfg)
+    selection = select(extract_chosen(pool, paths.EXTRACTED), cfg)
     selection.rejected[:0] = rejected_by_sources
     selection.group_near_duplicates(cfg.near_duplicate_max_distance)
     selection.keep_apart(cfg.controls.role)

@@ -189,20 +189,37 @@ class ClassScheme:
 
 @dataclass(frozen=True)
 class ArchiveParams:
+    """One file to fetch (url, its file name, its sha256 pin); a source's main file also lists the further files
+    it needs (``parts``: NIH's image tarballs beside its label file), each fetched and checked the same way."""
+
     url: str
     filename: str
     sha256: str
+    parts: tuple[ArchiveParams, ...] = ()
+
+    @property
+    def files(self) -> tuple[ArchiveParams, ...]:
+        """The main file, then its parts."""
+        return (self, *self.parts)
 
     @classmethod
-    def parse(cls, cfg: Section) -> ArchiveParams:
-        cfg.only("url", "filename", "sha256")
+    def parse(cls, cfg: Section, parts_allowed: bool = True) -> ArchiveParams:
+        cfg.only("url", "filename", "sha256", *(("parts", "enabled") if parts_allowed else ()))
         filename = cfg.name("filename")
         if "/" in filename or "\\" in filename or filename in {".", ".."}:
             raise ParamsError(f"params.yaml: {cfg.path}filename must be a plain file name, got {filename!r}")
         sha = cfg.text("sha256").strip().lower()
         if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
             raise ParamsError(f"params.yaml: {cfg.path}sha256 must be 64 hex digits or empty, got {sha!r}")
-        return cls(cfg.text("url"), filename, sha)
+        raw = cfg.get("parts") or []
+        if not isinstance(raw, list) or not all(isinstance(part, dict) for part in raw):
+            raise ParamsError(f"params.yaml: {cfg.path}parts must be a list of {{url, filename, sha256}}, got {raw!r}")
+        parts = tuple(cls.parse(Section(part, f"{cfg.path}parts[{k}]."), parts_allowed=False)
+                      for k, part in enumerate(raw))
+        names = [filename, *(part.filename for part in parts)]
+        if len(set(names)) != len(names):
+            raise ParamsError(f"params.yaml: {cfg.path.rstrip('.')} names a file twice: {names}")
+        return cls(cfg.text("url"), filename, sha, parts)
 
 
 @dataclass(frozen=True)
@@ -227,8 +244,9 @@ class DownloadParams:
     timeout_s: float
     retries: int
     max_archive_bytes: int
-    archives: dict[str, ArchiveParams]  # one per source, in merge order (the keys name registered sources)
+    archives: dict[str, ArchiveParams]  # one per source switched on, in merge order (keys: registered sources)
     synthetic: SyntheticParams
+    off: tuple[str, ...] = ()  # sources listed with enabled: false: nothing downloaded, nothing merged
 
     @classmethod
     def parse(cls, params: Section) -> DownloadParams:
@@ -237,11 +255,16 @@ class DownloadParams:
         archives = cfg.section("archives", " of source name -> url, filename, sha256")
         if not archives:
             raise ParamsError("params.yaml: download.archives names no source")
+        enabled = {name: archives.section(name).flag("enabled") if "enabled" in archives[name] else True
+                   for name in archives}
+        if not any(enabled.values()):
+            raise ParamsError("params.yaml: every source of download.archives is switched off (enabled: false)")
         return cls(list(params.names("classes")), cfg.choice("source", ("upstream", "synthetic")), cfg.text("mirror"),
                    cfg.number("timeout_s", 0, inclusive=False), cfg.integer("retries", 0),
                    int(cfg.number("max_archive_gb", 0, inclusive=False) * 1e9),
-                   {name: ArchiveParams.parse(archives.section(name)) for name in archives},
-                   SyntheticParams.parse(cfg.section("synthetic")))
+                   {name: parsed for name, parsed in {n: ArchiveParams.parse(archives.section(n)) for n in archives
+                                                      }.items() if enabled[name]},
+                   SyntheticParams.parse(cfg.section("synthetic")), tuple(n for n, on in enabled.items() if not on))
 
 
 # merge ------------------------------------------------------------------------------------------------
@@ -290,25 +313,44 @@ SOURCE_ROLES = ("train", "external")
 @dataclass(frozen=True)
 class SourceParams:
     """What one source is for: ``train`` (pooled with the others, split by patient) or ``external`` (never
-    trained on, never in validation, scored on every run: a hospital the model never saw); and, for a
-    source whose metadata names findings, finding (lower case) -> class."""
+    trained on, never in validation, scored on every run: a hospital the model never saw); for a source whose
+    metadata names findings, finding (lower case) -> class, and finding -> class group for films only scored
+    (``scored``: NIH's pneumonias, which have no bacterial/viral subtype); the youngest age taken (``min_age``,
+    for sources that record ages) and at most how many films it gives each class (``counts``)."""
 
     role: str = "train"
     classes: dict[str, str] = field(default_factory=dict)
+    scored: dict[str, str] = field(default_factory=dict)
+    min_age: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, cfg: Section, classes: list[str]) -> SourceParams:
-        cfg.only("role", "classes")
-        findings: dict[str, str] = {}
-        mapping = cfg.section("classes", " of class -> list of findings") if "classes" in cfg else Section({})
-        for label in mapping:
-            if label not in classes:
-                raise ParamsError(f"params.yaml: {mapping.path}{label} is not in classes {classes}")
-            for finding in mapping.names(label):
-                if finding.strip().lower() in findings:
-                    raise ParamsError(f"params.yaml: {mapping.path.rstrip('.')} maps finding {finding!r} twice")
-                findings[finding.strip().lower()] = label
-        return cls(cfg.choice("role", SOURCE_ROLES), findings)
+        cfg.only("role", "classes", "scored", "min_age", "counts")
+        findings = _findings(cfg, "classes", classes)
+        scored = _findings(cfg, "scored", None)
+        if both := sorted(set(findings) & set(scored)):
+            raise ParamsError(f"params.yaml: {cfg.path}classes and {cfg.path}scored both list {both}")
+        counts = cfg.section("counts", " of class -> most films") if "counts" in cfg else Section({})
+        if unknown := sorted(set(counts) - set(classes)):
+            raise ParamsError(f"params.yaml: {counts.path}{unknown[0]} is not in classes {classes}")
+        min_age = None if cfg.get("min_age") is None else cfg.integer("min_age", 0, 130)
+        return cls(cfg.choice("role", SOURCE_ROLES), findings, scored, min_age,
+                   {label: counts.integer(label, low=0) for label in counts})
+
+
+def _findings(cfg: Section, key: str, names: list[str] | None) -> dict[str, str]:
+    """``key``: name -> findings, as finding (lower case) -> name; ``names`` the allowed names (None: any)."""
+    mapping = cfg.section(key, " of name -> list of findings") if key in cfg else Section({})
+    found: dict[str, str] = {}
+    for name in mapping:
+        if names is not None and name not in names:
+            raise ParamsError(f"params.yaml: {mapping.path}{name} is not in classes {names}")
+        for finding in mapping.names(name):
+            if finding.strip().lower() in found:
+                raise ParamsError(f"params.yaml: {mapping.path.rstrip('.')} maps finding {finding!r} twice")
+            found[finding.strip().lower()] = name
+    return found
 
 
 @dataclass(frozen=True)

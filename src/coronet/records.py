@@ -232,12 +232,14 @@ class RunRecord(Record):
 @dataclass
 class SourcesRecord(Record):
     """``data/raw/sources.json``: what the download stage fetched or drew, per source its archive's file, url,
-    size, sha256 and entry count."""
+    size, sha256 and entry count (a source of several files: its label file's, and ``parts``, one such each);
+    and the sources params list but switched off."""
 
     KIND: ClassVar[str] = "coronet.sources"
     WRITER: ClassVar[str] = "download"
     source: str  # upstream or synthetic (download.source)
     archives: dict[str, dict[str, Any]]
+    off: list[str] = field(default_factory=list)
 
 
 @dataclass

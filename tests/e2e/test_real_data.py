@@ -1,4 +1,5 @@
-"""End to end on real X-rays in the real upstream layouts: ../shared/reference/real-mini (skipped when absent).
+"""End to end on real X-rays in the real upstream layouts: ../shared/reference/real-mini, actualmed-mini and
+nih-mini as one mirror (skipped when absent).
 
 download (file:// mirror, and over HTTP on 127.0.0.1) -> merge -> resize -> split -> a short train at 71 px
 -> evaluate. The expectations come from the archives themselves (their listings, their published sums)
@@ -16,11 +17,14 @@ import pandas as pd
 import pytest
 
 from conftest import CLASSES, REFERENCE, make_project, run_tool
+from coronet.data.sources import nih
 
 REAL_MINI = REFERENCE / "real-mini"
 ACTUALMED_MINI = REFERENCE / "actualmed-mini"  # the third hospital, scored as an external source
-pytestmark = pytest.mark.skipif(not (REAL_MINI.is_dir() and ACTUALMED_MINI.is_dir()),
-                                reason="../shared/reference/real-mini or actualmed-mini is absent")
+NIH_MINI = REFERENCE / "nih-mini"  # adult films of a fourth hospital: its label file and a 15-film cut of a part
+FOLDERS = (REAL_MINI, ACTUALMED_MINI, NIH_MINI)
+pytestmark = pytest.mark.skipif(not all(folder.is_dir() for folder in FOLDERS),
+                                reason="../shared/reference/real-mini, actualmed-mini or nih-mini is absent")
 # The same X-ray (an 83-year-old man) uploaded under patients 193 and 195, cropped and contrast-changed
 # differently: found by looking at the two films side by side.
 SAME_FILM = ("2-chest-filmc.jpg", "7-fatal-covid19.jpg")
@@ -29,7 +33,7 @@ SAME_FILM = ("2-chest-filmc.jpg", "7-fatal-covid19.jpg")
 def published_sums() -> dict[str, str]:
     """Each archive's published sha256, from the SHA256SUMS beside it."""
     sums = {}
-    for folder in (REAL_MINI, ACTUALMED_MINI):
+    for folder in FOLDERS:
         for line in (folder / "SHA256SUMS").read_text().splitlines():
             digest, name = line.split()
             sums[name] = digest
@@ -37,11 +41,11 @@ def published_sums() -> dict[str, str]:
 
 
 def archive(name: str):
-    return next(folder / name for folder in (REAL_MINI, ACTUALMED_MINI) if (folder / name).is_file())
+    return next(folder / name for folder in FOLDERS if (folder / name).is_file())
 
 
 def mirror_folder(folder):
-    """One file:// mirror of the three archives (a mirror is one base URL; the cuts sit in two folders)."""
+    """One file:// mirror of every file (a mirror is one base URL; the cuts sit in three folders)."""
     folder.mkdir()
     for name in published_sums():
         (folder / name).symlink_to(archive(name))
@@ -66,6 +70,9 @@ def overrides(mirror: str) -> dict[str, object]:
             "download.archives.covid.sha256": sums["covid-chestxray-dataset.zip"],
             "download.archives.kermany.sha256": sums["ChestXRay2017.zip"],
             "download.archives.actualmed.sha256": sums["Actualmed-COVID-chestxray-dataset.zip"],
+            "download.archives.nih.enabled": True, "download.archives.nih.sha256": sums["Data_Entry_2017_v2020.csv.gz"],
+            "download.archives.nih.parts": [{"url": nih.PARTS["images_001.tar.gz"],
+                                             "filename": "images_001.tar.gz", "sha256": sums["images_001.tar.gz"]}],
             "train.image_size": 71, "train.weights": "none", "train.epochs": 1, "train.learning_rate": 0.001,
             "train.bn_momentum": 0.9, "train.recalibrate_bn": True, "evaluate.bootstrap_resamples": 200}
 
@@ -89,7 +96,8 @@ def test_real_archives_run_through_every_stage(real_run):
     sums = published_sums()
     assert {k: v["sha256"] for k, v in sources.items()} == {
         "covid": sums["covid-chestxray-dataset.zip"], "kermany": sums["ChestXRay2017.zip"],
-        "actualmed": sums["Actualmed-COVID-chestxray-dataset.zip"]}
+        "actualmed": sums["Actualmed-COVID-chestxray-dataset.zip"], "nih": sums["Data_Entry_2017_v2020.csv.gz"]}
+    assert [part["sha256"] for part in sources["nih"]["parts"]] == [sums["images_001.tar.gz"]]
     # The headline numbers, worked out again from the predictions and the split (not trusted to lie in [0, 1]).
     metrics = json.loads((project / "metrics/metrics.json").read_text())
     predictions = pd.read_csv(project / "metrics/predictions.csv")
@@ -121,9 +129,9 @@ def test_real_manifest_takes_what_exists(real_run):
     project, _ = real_run
     manifest = pd.read_csv(project / "data/interim/manifest.csv", keep_default_na=False)
     pool = manifest[manifest["cohort"] == "pool"]
-    counts = pool.groupby("label").size().to_dict()
+    counts = pool[pool["source"] == "kermany"].groupby("label").size().to_dict()
     assert {c: counts[c] for c in CLASSES[1:]} == kermany_files_per_class()
-    assert counts["covid"] > 0 and set(pool.loc[pool["label"] == "covid", "source"]) == {"covid"}
+    assert set(pool.loc[pool["label"] == "covid", "source"]) == {"covid"}
     rejected = pd.read_csv(project / "data/interim/rejected.csv", keep_default_na=False)
     assert {"finding", "missing_file", "modality", "view"} <= set(rejected["code"])
     # Issue 18: the collection's other findings are controls now; each one the archive has is either taken
@@ -207,3 +215,51 @@ def test_the_external_hospital_is_scored_and_never_trained_on(real_run):
     assert (rejected[rejected["source"] == "actualmed"]["code"] == "inconclusive").sum() == 53
     card = (project / "metrics/model_card.md").read_text()
     assert "## A hospital the model never saw" in card and "| actualmed |" in card
+
+
+def nih_films() -> tuple[pd.DataFrame, set[str]]:
+    """From the files alone: the label file's rows, and the film names the part holds (its tar listing)."""
+    import tarfile
+
+    labels = pd.read_csv(NIH_MINI / "Data_Entry_2017_v2020.csv.gz", dtype=str, keep_default_na=False)
+    with tarfile.open(NIH_MINI / "images_001.tar.gz") as tar:
+        held = {m.name.rsplit("/", 1)[-1] for m in tar.getmembers() if m.isfile()}
+    return labels, held
+
+
+def test_nih_adults_train_and_their_pneumonias_are_scored(real_run):
+    """The NIH cut: its adults' No Finding films join the normal class, its children are turned down for age, its
+    pneumonias (alone or among other findings) are only scored, and the rest of the 112,120 label rows are one
+    line. The expectations come from the label file and the part's listing."""
+    project, result = real_run
+    labels, held = nih_films()
+    rows = labels[labels["Image Index"].isin(held)]
+    adult = rows["Patient Age"].astype(int) >= 18
+    normal = set(rows.loc[adult & (rows["Finding Labels"] == "No Finding"), "Image Index"])
+    pneumonia = set(rows.loc[adult & rows["Finding Labels"].str.split("|").apply(lambda f: "Pneumonia" in f),
+                             "Image Index"])
+    children = set(rows.loc[~adult, "Image Index"])
+    assert len(held) == 15 and len(children) == 2 and len(pneumonia) == 5  # the cut's README
+
+    manifest = pd.read_csv(project / "data/interim/manifest.csv", keep_default_na=False)
+    ours = manifest[manifest["source"] == "nih"].assign(name=lambda f: f["original_path"].str.rsplit("/", n=1).str[-1])
+    rejected = pd.read_csv(project / "data/interim/rejected.csv", keep_default_na=False)
+    mine = rejected[rejected["source"] == "nih"]
+    turned_down = set(mine["path"].str.rsplit("/", n=1).str[-1])
+    assert set(ours.loc[ours["cohort"] == "pool", "name"]) | (normal & turned_down) == normal
+    assert set(ours.loc[ours["cohort"] == "pool", "label"]) == {"normal"}
+    assert set(ours.loc[ours["cohort"] == "scored", "name"]) | (pneumonia & turned_down) == pneumonia
+    assert set(mine.loc[mine["code"] == "age", "path"].str.rsplit("/", n=1).str[-1]) == children
+    absent = len(labels) - len(rows)
+    assert mine.loc[mine["code"] == "not_downloaded", "row"].tolist() == [f"{absent} rows"]
+    assert f"{absent:,} label rows are in parts not downloaded" in result.stdout
+
+    scored = pd.read_csv(project / "metrics/scored.csv", keep_default_na=False)
+    assert set(scored["id"]) == set(ours.loc[ours["cohort"] == "scored", "id"])
+    metrics = json.loads((project / "metrics/metrics.json").read_text())
+    assert metrics["scored"]["pneumonia_covid_rate"] == pytest.approx((scored["predicted"] == "covid").mean())
+    assert metrics["scored"]["pneumonia_group_rate"] == pytest.approx(
+        scored["predicted"].isin(["pneumonia_bacterial", "pneumonia_viral"]).mean())
+    card = (project / "metrics/model_card.md").read_text()
+    assert "## Adult pneumonia: films only scored" in card and "| pneumonia | nih |" in card
+    assert "text-mined" in card

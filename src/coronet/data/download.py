@@ -20,7 +20,6 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from coronet.data.archives import UnsafeArchiveError, check_archive
 from coronet.errors import UserError
 from coronet.files import exclusive_lock, sha256_file, write_json
 
@@ -206,18 +205,6 @@ def _fetch_into_cache(cache: DownloadCache, url: str, name: str, sha256: str, re
         )
     cache.commit(url, part, done, digest)
     return done, digest
-
-
-def fetch_archive(url: str, dest: Path, *, max_bytes: int, cache_dir: Path, **options: Any) -> tuple[Fetched, int]:
-    """:func:`fetch`, then :func:`check_archive` (an archive that fails it leaves the cache too);
-    returns the fetched file and its number of entries."""
-    fetched = fetch(url, dest, cache_dir=cache_dir, **options)
-    try:
-        return fetched, check_archive(fetched.path, max_bytes)
-    except UnsafeArchiveError:
-        DownloadCache(cache_dir).discard(url, dest.name)
-        fetched.path.unlink(missing_ok=True)
-        raise
 
 
 def _copy_file_url(url: str, part: Path) -> None:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import random
 import zipfile
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from coronet.console import progress
-from coronet.data.archives import ArchiveReader
+from coronet.data.archives import ArchiveReader, copy_tar_members, is_tar
 from coronet.data.duplicates import (
     PAIR_COLUMNS,
     connected_groups,
@@ -23,13 +23,15 @@ from coronet.data.duplicates import (
     pixel_digest,
 )
 from coronet.data.sources import SCORED_ONLY, Candidate, Rejection
-from coronet.files import sha256_bytes
+from coronet.data.sources.base import patient_round_robin
+from coronet.errors import DataError
+from coronet.files import atomic_path, sha256_bytes
 from coronet.imaging import checks
 from coronet.imaging.decode import ImageDecodeError, decode_grayscale
 from coronet.params import MergeParams
 
 MANIFEST_COLUMNS = [
-    "id", "label", "cohort", "source", "patient_id", "view", "age", "sex", "finding", "sha256", "pixel_sha256",
+    "id", "label", "cohort", "source", "patient_id", "view", "age", "sex", "finding", "group", "sha256", "pixel_sha256",
     "near_duplicate_group", "archive", "original_path", "licence", "width", "height",
 ]
 REJECTED_COLUMNS = ["source", "row", "path", "label", "code", "reason", "duplicate_of"]
@@ -115,22 +117,24 @@ class Selection:
         return messages
 
 
-def patient_round_robin(pool: list[Candidate], rng: random.Random) -> Iterator[Candidate]:
-    """Shuffled patients, one image from each in turn: a count spreads over as many patients as it can."""
-    by_patient: dict[str, list[Candidate]] = defaultdict(list)
-    for candidate in sorted(pool, key=lambda c: (c.patient_id, c.original_path)):
-        by_patient[candidate.patient_id].append(candidate)
-    patients = sorted(by_patient)
-    rng.shuffle(patients)
-    queues = [by_patient[p] for p in patients]
-    for queue in queues:
-        rng.shuffle(queue)
-    depth = 0
-    while any(depth < len(q) for q in queues):
-        for queue in queues:
-            if depth < len(queue):
-                yield queue[depth]
-        depth += 1
+def extract_chosen(pool: list[Candidate], target: Path) -> list[Candidate]:
+    """The candidates that live in tar parts (NIH's), copied into the zip ``target`` in one sequential pass per
+    part, and re-pointed there (``<part>/<member>``): select and resize then read them as zip members. Only
+    what was chosen is copied, so disk follows the choice, not the parts' size. ``target`` is always written
+    (empty without tar parts), whole or not at all; a member a part turns out not to hold is an error."""
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for candidate in pool:
+        if is_tar(candidate.archive):
+            wanted[candidate.archive].add(candidate.original_path)
+    with atomic_path(target, suffix=".zip") as tmp, zipfile.ZipFile(tmp, "w") as out:
+        for part, members in sorted(wanted.items()):
+            copied = copy_tar_members(Path(part), members, out, prefix=f"{Path(part).name}/")
+            if missing := sorted(members - copied):
+                raise DataError(f"{Path(part).name} does not hold {missing[0]} (and {len(missing) - 1} more) "
+                                "that its file list names: rerun the download stage (dvc repro -f download)")
+            print(f"{Path(part).name}: {len(copied)} chosen file(s) copied in one pass")
+    return [replace(c, archive=str(target), original_path=f"{Path(c.archive).name}/{c.original_path}")
+            if is_tar(c.archive) else c for c in pool]
 
 
 def select(pool: list[Candidate], cfg: MergeParams) -> Selection:
@@ -151,17 +155,19 @@ def select(pool: list[Candidate], cfg: MergeParams) -> Selection:
     seen_pixels: dict[str, str] = {}
     groups = [(label, int(cfg.counts[label]), [c for c in pool if c.label == label and c.cohort == "pool"])
               for label in classes]
-    for cohort in ("controls", "external"):  # every usable one, after the classes: a copy of a pool image is not
-        scored = [c for c in pool if c.cohort != "pool" and (c.cohort == "external") == (cohort == "external")]
+    for cohort in ("control", "external", "scored"):  # every usable one, after the classes: a copy of a pool image
+        scored = [c for c in pool if c.cohort == cohort]  # is not
         groups.append((cohort, len(scored), scored))
     with ArchiveReader() as reader:
         for label, wanted, candidates in groups:
             rng = random.Random(f"{cfg.seed}:{label}")
-            taken = 0
+            taken, by_source = 0, defaultdict(int)
             bar = progress(total=min(wanted, len(candidates)), desc=f"merge {label}", unit="img")
             for candidate in patient_round_robin(candidates, rng):
                 if taken >= wanted:
                     break
+                if by_source[candidate.source] >= cfg.source(candidate.source).counts.get(label, wanted):
+                    continue  # this source gave the class what params merge.sources.<name>.counts allow
 
                 def reject(code: str, reason: str, duplicate_of: str = "", c: Candidate = candidate) -> None:
                     selection.rejected.append(Rejection(c.source, "", c.original_path, code, reason, c.label,
@@ -198,6 +204,7 @@ def select(pool: list[Candidate], cfg: MergeParams) -> Selection:
                 selection.rows.append({**candidate.as_row(), "id": image_id, "sha256": digest, "pixel_sha256": pixels,
                                        "near_duplicate_group": image_id, "width": width, "height": height})
                 taken += 1
+                by_source[candidate.source] += 1
                 bar.update(1)
             bar.close()
             if taken < wanted and label in classes:

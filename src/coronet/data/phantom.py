@@ -136,3 +136,17 @@ def hospital_look(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out[top : top + side, left : left + side] = 245
     out[top + side // 4 : top + 3 * side // 4, left + side // 3 : left + 2 * side // 3] = 40
     return out
+
+
+def clinic_look(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A film as a large clinical centre archives it (NIH's), unlike the other twins: darker and harder (its
+    processing curve), a soft vignette where the detector's edges fall off, and a small bright lead marker low on
+    one side."""
+    gray = nuisance.gamma(nuisance.contrast(gray, 0.2), 0.35)
+    yy, xx = np.mgrid[0 : gray.shape[0], 0 : gray.shape[1]] / max(gray.shape)
+    fall = 1 - 0.35 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2)
+    out = np.clip(gray * fall, 0, 255).astype(np.uint8)
+    side = max(4, out.shape[0] // 20)
+    top, left = out.shape[0] - 3 * side, side if rng.uniform() < 0.5 else out.shape[1] - 2 * side
+    out[top : top + side, left : left + side] = 250
+    return out

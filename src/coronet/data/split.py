@@ -1,7 +1,8 @@
 """Train / val / test assignment: stratified by class and grouped, so that no patient (with
 ``group_by: patient``), no identical image and no group of near duplicates spans two splits. The
 same-source controls that are only scored (manifest cohort ``control``) form a split of their own,
-``control``, and an external source's images (cohort ``external``) another, ``external``."""
+``control``, an external source's images (cohort ``external``) another, ``external``, and the films only scored
+against a class group (cohort ``scored``: NIH's pneumonias) a third, ``scored``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from coronet.errors import DataError
 SPLITS = ("train", "val", "test")
 CONTROL = "control"  # never trained on, never in the test metrics: scored on its own
 EXTERNAL = "external"  # an external source's images: never trained on, never in validation, scored on their own
-SCORED_SPLITS = {"control": CONTROL, "external": EXTERNAL}  # manifest cohort -> its own split
+SCORED = "scored"  # films of a finding no class names exactly: never trained on, scored against their group
+SCORED_SPLITS = {"control": CONTROL, "external": EXTERNAL, "scored": SCORED}  # manifest cohort -> its own split
 # Columns whose equal values must share a split whatever group_by says: identical originals, identical
 # decoded pixels, identical processed PNGs, and merge's near-duplicate groups.
 IMAGE_KEYS = ("sha256", "pixel_sha256", "png_sha256", "near_duplicate_group")

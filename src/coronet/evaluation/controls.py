@@ -9,6 +9,10 @@ images are called COVID, and the controls whose finding maps to a class are scor
 
 An external source (params merge.sources.<name>.role: external) is a hospital the model never saw: its
 COVID-19 films give the sensitivity, its other films the specificity, set beside the test split's own.
+
+Films only scored against a class group (params merge.sources.<name>.scored: NIH's adult pneumonias, which
+have no bacterial/viral subtype) give the share called the screened class (an adult's pneumonia called
+COVID-19: the confusion a clinician fears most) and the share called a class of their group.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coronet.data.split import CONTROL, EXTERNAL
+from coronet.data.split import CONTROL, EXTERNAL, SCORED
 from coronet.evaluation.intervals import wilson
 
 
@@ -31,6 +35,11 @@ def control_rows(images: pd.DataFrame) -> np.ndarray:
 def external_rows(images: pd.DataFrame) -> np.ndarray:
     """Which rows of ``images`` are an external source's (the external split)."""
     return (images["split"] == EXTERNAL).to_numpy()
+
+
+def scored_rows(images: pd.DataFrame) -> np.ndarray:
+    """Which rows of ``images`` are only scored against a class group (the scored split)."""
+    return (images["split"] == SCORED).to_numpy()
 
 
 def rate(hits: pd.Series, level: float) -> dict[str, Any]:
@@ -128,3 +137,43 @@ def verdict(summary: dict[str, Any]) -> str:
                        "source's look, not (only) the disease.")
     return line + (". The two rates' intervals overlap: these controls give no evidence that the model calls the "
                    f"source {name}, within what this many images can show.")
+
+
+def summarize_scored(scored: pd.DataFrame, test: pd.DataFrame, screening: str | None, groups: dict[str, list[str]],
+                     classes: list[str], level: float) -> dict[str, Any]:
+    """``scored``: the films only scored (source, finding, group, predicted); ``test``: the test split's
+    predictions. Per group: the share called the screened class and the share called a class of the group,
+    each with its Wilson interval and n, the answers, the sources; beside them the test split's own rate of
+    films not of the screened class called it."""
+    if screening is None:
+        return {"not_computed": "params.yaml screening_class is not set: there is no class to be called"}
+    if scored.empty:
+        return {"not_computed": "no film is only scored (params merge.sources.<name>.scored, with that source "
+                                "switched on: download.archives.<name>.enabled)"}
+    by_group = {}
+    for group, part in scored.groupby("group", sort=True):
+        members = groups.get(group)
+        by_group[group] = {"n": len(part), "sources": sorted(set(part["source"])),
+                           "called_screening": rate(part["predicted"] == screening, level),
+                           "called_group": rate(part["predicted"].isin(members), level) if members else None,
+                           "members": members or [],
+                           "answers": {c: int((part["predicted"] == c).sum()) for c in classes}}
+    internal = test[test["label"] != screening]
+    return {"screening_class": screening, "by_group": by_group,
+            "internal_called_screening": rate(internal["predicted"] == screening, level)}
+
+
+def scored_warnings(summary: dict[str, Any]) -> list[str]:
+    """A warning for each group whose films are called the screened class clearly more often than the test
+    split's films of other classes are."""
+    if "not_computed" in summary:
+        return []
+    name, inside, found = summary["screening_class"], summary["internal_called_screening"], []
+    for group, entry in summary["by_group"].items():
+        called = entry["called_screening"]
+        if clearly_above(called, inside):
+            found.append(f"{called['rate']:.0%} of the {group} films only scored ({', '.join(entry['sources'])}; "
+                         f"{called['interval']['low']:.0%}-{called['interval']['high']:.0%}, n={called['n']}) are "
+                         f"called {name}, against {inside['rate']:.0%} of the test split's other films: the model "
+                         f"calls an adult's {group} {name}")
+    return found

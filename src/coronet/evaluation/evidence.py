@@ -43,11 +43,12 @@ def intervals(predictions: pd.DataFrame, classes: list[str], resamples: int, see
     }
 
 
-def collect(predictions: pd.DataFrame, controls: pd.DataFrame, external: pd.DataFrame, images: pd.DataFrame,
-            stats: pd.DataFrame, features: np.ndarray, cfg: EvaluateParams) -> dict[str, Any]:
+def collect(predictions: pd.DataFrame, controls: pd.DataFrame, external: pd.DataFrame, scored: pd.DataFrame,
+            images: pd.DataFrame, stats: pd.DataFrame, features: np.ndarray, cfg: EvaluateParams) -> dict[str, Any]:
     """``images``: every image with id, split, cohort, source, patient_id, hashes, age (all splits, the
     controls too); ``features``: the model's penultimate activations for ``images`` rows, in that order;
-    ``controls``: the scored same-source controls' predictions; ``external``: the external sources'."""
+    ``controls``: the scored same-source controls' predictions; ``external``: the external sources'; ``scored``:
+    the films only scored against a class group."""
     classes = cfg.scheme.classes
     cohorts = {name: source.cohort_ages for name, source in sources.registered().items()}
     test = predictions.merge(images[["id", "source", "age"]], on="id", validate="one_to_one")
@@ -68,5 +69,7 @@ def collect(predictions: pd.DataFrame, controls: pd.DataFrame, external: pd.Data
                            "images": int(trained.sum())},
         "controls": same_source.summarize(controls, test, cfg.scheme.screening, cfg.ci_level),
         "external": same_source.summarize_external(external, test, cfg.scheme.screening, classes, cfg.ci_level),
+        "scored": same_source.summarize_scored(scored, test, cfg.scheme.screening, cfg.scheme.groups, classes,
+                                               cfg.ci_level),
         "leakage": leakage_counts(images),
     }

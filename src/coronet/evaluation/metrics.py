@@ -119,6 +119,12 @@ def headline(metrics: dict[str, Any], evidence: dict[str, Any]) -> dict[str, Any
     if "sensitivity" in external:  # a hospital the model never saw (evaluation.controls)
         name = external["screening_class"]
         result["external"] = {f"{name}_{what}": external[what]["rate"] for what in ("sensitivity", "specificity")}
+    scored = evidence.get("scored", {})
+    if "by_group" in scored:  # films only scored against a group: an adult's pneumonia (evaluation.controls)
+        name = scored["screening_class"]
+        result["scored"] = {f"{group}_{key}": entry[f"called_{what}"]["rate"] if entry[f"called_{what}"] else None
+                            for group, entry in scored["by_group"].items()
+                            for key, what in ((f"{name}_rate", "screening"), ("group_rate", "group"))}
     if "accuracy" in metrics["grouped"]:
         result["grouped_accuracy"] = metrics["grouped"]["accuracy"]
     result.update({
@@ -152,4 +158,6 @@ def metrics_table(metrics: dict[str, Any], classes: list[str]) -> str:
         (key, sensitivity), (_, specificity) = external.items()
         lines.append(f"a hospital never seen (external): {key.removesuffix('_sensitivity')} sensitivity "
                      f"{fmt(sensitivity)}, specificity {fmt(specificity)}")
+    for key, value in metrics.get("scored", {}).items():
+        lines.append(f"films only scored: {key.replace('_', ' ')} {fmt(value)}")
     return "\n".join(lines)

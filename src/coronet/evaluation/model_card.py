@@ -177,6 +177,40 @@ All external films: sensitivity {shown_rate(outside["sensitivity"])}, specificit
 """
 
 
+def scored_section(scored: dict[str, Any]) -> str:
+    """Films only scored against a class group (an adult's pneumonia without subtype), in plain words."""
+    if "not_computed" in scored:
+        return f"""## Adult pneumonia: films only scored
+Not computed: {scored["not_computed"]}.
+"""
+    name, inside = scored["screening_class"], scored["internal_called_screening"]
+
+    def shown_rate(r: dict[str, Any] | None) -> str:
+        return "not computed (the group is not in params class_groups)" if r is None else (
+            f"{r['called']}/{r['n']} = {_pct(r['rate'])}{_ci(r['interval'])}" if r["n"] else "no films")
+
+    rows = [[group, ", ".join(e["sources"]), str(e["n"]), shown_rate(e["called_screening"]),
+             f"{shown_rate(e['called_group'])} ({' or '.join(e['members'])})",
+             ", ".join(f"{c} {k}" for c, k in e["answers"].items())] for group, e in scored["by_group"].items()]
+    alarming = [g for g, e in scored["by_group"].items() if clearly_above(e["called_screening"], inside)]
+    verdict_line = (f"**The model calls these films {name} clearly more often than the test split's other films** "
+                    f"({', '.join(alarming)}): it answers {name} for an adult's pneumonia, the confusion a "
+                    "clinician fears most." if alarming else
+                    f"Within what this many films can show, these films are not called {name} more often than the "
+                    "test split's other films.")
+    return f"""## Adult pneumonia: films only scored
+Films whose finding no class names exactly (a pneumonia without its bacterial or viral subtype: NIH's labels
+are text-mined and carry none; params merge.sources.<name>.scored). They are never trained on, never used for
+validation and share no patient with the training data. Two figures: how many are called {name} (wrong, and
+the confusion a clinician fears most), and how many are called a class of their group (right in the grouped
+view). Test split's films of other classes called {name}, for comparison: {shown_rate(inside)}.
+
+{_table(["group", "sources", "films", f"called {name} (95% interval)", "called its group", "answers"], rows)}
+
+{verdict_line}
+"""
+
+
 def render(metrics: dict[str, Any], data: dict[str, Any], run: RunRecord, licences: dict[str, int],
            classes: list[str], stress: dict[str, Any] | None = None) -> str:
     """``data``: metrics/data.json (counts, the split's settings, the download source); ``run``: the train
@@ -203,7 +237,7 @@ def render(metrics: dict[str, Any], data: dict[str, Any], run: RunRecord, licenc
                   "n/a" if metrics["roc_auc"][c] is None else f"{metrics['roc_auc'][c]:.3f}"
                   + _ci(ci["roc_auc"][c], n, 1, 3), str(s["support"])]
                  for c, s in ((c, metrics["per_class"][c]) for c in classes)]
-    splits = [s for s in ("train", "val", "test", "control", "external") if s in data["images"]]
+    splits = [s for s in ("train", "val", "test", "control", "external", "scored") if s in data["images"]]
     counts = [[c, *(str(data["images"][s].get(c, 0)) for s in splits)] for c in classes]
     counts += [[row, *(str(data["images"][s][key]) for s in splits)] for row, key in (("all images", "total"),
                                                                                       ("patients", "patients"))]
@@ -285,6 +319,7 @@ Patients in more than one split: {leak["patients_shared"]}; identical images in 
 
 {controls_section(metrics["controls"])}
 {external_section(metrics.get("external", {"not_computed": "not evaluated by this version"}))}
+{scored_section(metrics.get("scored", {"not_computed": "not evaluated by this version"}))}
 {stress_section(stress, classes) if stress else ""}
 ## What the model looked at
 Grad-CAM on test images per class, correct and wrong:

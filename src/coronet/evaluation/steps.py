@@ -14,17 +14,25 @@ import pandas as pd
 from coronet.evaluation import stress
 from coronet.evaluation.calibration import reliability_bins
 from coronet.evaluation.confounds import PROBE_WARNING_AUC
-from coronet.evaluation.controls import clearly_above, control_rows, external_rows, external_warnings
+from coronet.evaluation.controls import (
+    clearly_above,
+    control_rows,
+    external_rows,
+    external_warnings,
+    scored_rows,
+    scored_warnings,
+)
 from coronet.files import atomic_dir, write_csv, write_json
 from coronet.params import StressParams
 
 
 def predict_all(classifier: Any, images: pd.DataFrame, batch: int, predictions_path: Path, controls_path: Path,
-                external_path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, np.ndarray]:
+                external_path: Path, scored_path: Path
+                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, np.ndarray]:
     """One forward pass over every image: the test rows' class probabilities (written to
     ``predictions_path`` and read back: every metric comes from the file itself), the scored controls'
-    (``controls_path``), the external sources' (``external_path``), and every image's penultimate features
-    (the confound probe uses all splits)."""
+    (``controls_path``), the external sources' (``external_path``), the films only scored against a class
+    group (``scored_path``), and every image's penultimate features (the confound probe uses all splits)."""
     import keras
 
     from coronet.model.dataset import make_dataset
@@ -49,8 +57,11 @@ def predict_all(classifier: Any, images: pd.DataFrame, batch: int, predictions_p
     scored = {"label": str, "finding": str}
     write_csv(controls_path, table(control_rows(images), ["id", "label", "source", "finding"]))
     write_csv(external_path, table(external_rows(images), ["id", "label", "source", "finding"]))
+    write_csv(scored_path, table(scored_rows(images), ["id", "source", "finding", "group", "age"]))
     return (pd.read_csv(predictions_path), pd.read_csv(controls_path, dtype=scored, keep_default_na=False),
-            pd.read_csv(external_path, dtype=scored, keep_default_na=False), np.asarray(features))
+            pd.read_csv(external_path, dtype=scored, keep_default_na=False),
+            pd.read_csv(scored_path, dtype={**scored, "group": str, "age": str}, keep_default_na=False),
+            np.asarray(features))
 
 
 def write_curves(predictions: pd.DataFrame, classes: list[str], bins: int, folder: Path) -> dict[str, pd.DataFrame]:
@@ -119,4 +130,5 @@ def shortcut_warnings(metrics: dict[str, Any], stressed: dict[str, Any], more: l
                          f"{controls['screening_class']}, against {o['rate']:.0%} of the other source's test images: "
                          "the model reads the source")
     found += external_warnings(metrics.get("external", {}))
+    found += scored_warnings(metrics.get("scored", {}))
     return [f"warning: {text}; see metrics/model_card.md" for text in [*found, *stressed["warnings"], *more]]

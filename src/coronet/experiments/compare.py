@@ -10,13 +10,16 @@ from typing import Any
 import pandas as pd
 
 
-def shown_metrics(screening: str | None) -> dict[str, str]:
-    """Headline metrics shown, in order (metrics/metrics.json keys -> column titles)."""
+def shown_metrics(screening: str | None, scored_groups: tuple[str, ...] = ()) -> dict[str, str]:
+    """Headline metrics shown, in order (metrics/metrics.json keys -> column titles); ``scored_groups``: the
+    class groups of films only scored (params merge.sources.<name>.scored), each shown as its share called the
+    screened class."""
     screened = {f"{screening}_vs_rest.sensitivity": f"{screening} sens",
                 f"{screening}_vs_rest.specificity": f"{screening} spec",
                 f"controls.{screening}_rate": f"ctrl {screening}",
                 f"external.{screening}_sensitivity": f"ext {screening} sens",
-                f"external.{screening}_specificity": "ext spec"} if screening else {}
+                f"external.{screening}_specificity": "ext spec",
+                **{f"scored.{g}_{screening}_rate": f"{g} as {screening}" for g in scored_groups}} if screening else {}
     return {"accuracy": "accuracy", "macro_f1": "macro F1", "weighted_f1": "wtd F1", "grouped_accuracy": "grouped",
             **screened, "ece": "ECE", "n_test": "n test"}
 
@@ -99,11 +102,12 @@ def main(revs: list[str] | None, num: int, width: int | None = None) -> tuple[st
     rows = experiment_rows(revs, num)
     if not [r for r in rows if r.get("rev") != "workspace"]:
         return "no experiments yet: run `make demo` or `dvc exp run`", [], None
-    from coronet.params import ClassScheme, flatten, load_params
+    from coronet.params import ClassScheme, MergeParams, flatten, load_params
 
     params = load_params()
     names = [k for k in flatten(params) if not ignored(k)]
     screening = ClassScheme.parse(params).screening
-    frame = comparison(rows, names, shown_metrics(screening))
+    groups = tuple(sorted({g for source in MergeParams.parse(params).sources.values() for g in source.scored.values()}))
+    frame = comparison(rows, names, shown_metrics(screening, groups))
     width = width or max(80, shutil.get_terminal_size((120, 40)).columns)
     return frame.to_string(index=False, line_width=width), rows, screening

@@ -65,6 +65,10 @@ def model_summary(served: Any) -> str:
                          f"{_pct(external['sensitivity']['rate'])}{_ci(external['sensitivity']['interval'])}, "
                          f"specificity {_pct(external['specificity']['rate'])}"
                          f"{_ci(external['specificity']['interval'])}")
+        for group, entry in evidence.get("scored", {}).get("by_group", {}).items():  # an adult's pneumonia
+            called = entry["called_screening"]
+            parts.append(f"{', '.join(entry['sources'])} {group} films (only scored, never trained on) called "
+                         f"{screening}: {_pct(called['rate'])}{_ci(called['interval'])} of {called['n']}")
         parts.append(f"calibration error (ECE) {head.get('ece', 0):.3f}")
         lines.append("**Its test results:** " + "; ".join(parts) + ".")
     else:

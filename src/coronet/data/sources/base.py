@@ -8,6 +8,9 @@ licence, and where its bytes live (an archive and a member inside it).
 from __future__ import annotations
 
 import io
+import random
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
@@ -20,10 +23,11 @@ if TYPE_CHECKING:
     from coronet.params import MergeParams, SyntheticParams
 
 # What a chosen image is for: the classification pool (Table II), a same-source control that is only
-# ever scored, a same-source control mixed into the pool (params merge.controls.role: train), or an image of
-# an external source (params merge.sources.<name>.role: external), only ever scored.
-COHORTS = ("pool", "control", "mixed", "external")
-SCORED_ONLY = ("control", "external")  # cohorts never trained on: each is kept apart from the pool
+# ever scored, a same-source control mixed into the pool (params merge.controls.role: train), an image of
+# an external source (params merge.sources.<name>.role: external), only ever scored, or a film of a finding no
+# class names exactly (NIH's pneumonias: params merge.sources.<name>.scored), only scored against its group.
+COHORTS = ("pool", "control", "mixed", "external", "scored")
+SCORED_ONLY = ("control", "external", "scored")  # cohorts never trained on: each is kept apart from the pool
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class Candidate:
     original_path: str
     finding: str = ""  # the source's own diagnosis text, where it has one
     cohort: str = "pool"
+    group: str = ""  # a scored film's class group (params class_groups), the answer that would be right
 
     def as_row(self) -> dict[str, str]:
         return asdict(self)
@@ -65,6 +70,24 @@ class Rejection:
     duplicate_of: str = ""
 
 
+def patient_round_robin(pool: list[Candidate], rng: random.Random) -> Iterator[Candidate]:
+    """Shuffled patients, one image from each in turn: a count spreads over as many patients as it can."""
+    by_patient: dict[str, list[Candidate]] = defaultdict(list)
+    for candidate in sorted(pool, key=lambda c: (c.patient_id, c.original_path)):
+        by_patient[candidate.patient_id].append(candidate)
+    patients = sorted(by_patient)
+    rng.shuffle(patients)
+    queues = [by_patient[p] for p in patients]
+    for queue in queues:
+        rng.shuffle(queue)
+    depth = 0
+    while any(depth < len(q) for q in queues):
+        for queue in queues:
+            if depth < len(queue):
+                yield queue[depth]
+        depth += 1
+
+
 class MetadataError(UserError):
     """A source's metadata cannot be read as that source (missing columns, no metadata file)."""
 
@@ -88,7 +111,9 @@ class Source(Protocol):
         ...
 
     def write_synthetic(self, path: Path, cfg: SyntheticParams, classes: list[str]) -> None:
-        """An archive in exactly this source's layout, with generated images (the offline twin)."""
+        """An archive in exactly this source's layout, with generated images (the offline twin). A source of
+        several files (params ``download.archives.<name>.parts``) also takes ``parts``: the paths to write
+        them to."""
         ...
 
 
