@@ -51,7 +51,8 @@ def main() -> int:
         headline = json.loads(paths.HEADLINE.read_text())
         run.log_metrics(as_mlflow_metrics(headline), model_id=model.model_id if model else None, dataset=test)
         run.log_artifacts([paths.HEADLINE, paths.EVIDENCE, paths.STRESS, paths.PREDICTIONS, paths.CONTROLS,
-                           paths.EXTERNAL, paths.MODEL_CARD], {"figures": paths.FIGURES, "curves": paths.CURVES})
+                           paths.EXTERNAL, paths.SCORED, paths.MODEL_CARD],
+                          {"figures": paths.FIGURES, "curves": paths.CURVES})
         version = register(run, model, names.registered_model, trained.trained_on.statement(),
                            trained.trained_on.tags()) if model else None
         run.end()

@@ -132,14 +132,22 @@ def check_store(uri: str | None = None) -> None:
     if db is None or not db.is_file() or db.stat().st_size == 0:  # none yet: MLflow makes it
         return
     try:
-        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True,
+                                                timeout=SQLITE_BUSY_TIMEOUT_S)) as con:
             con.execute("SELECT version_num FROM alembic_version").fetchall()
             con.execute("SELECT count(*) FROM experiments").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):  # busy, not broken: the call that needs it waits or says so itself
+            return
+        raise TrackingConfigError(_damaged(db, exc)) from None
     except sqlite3.Error as exc:
-        raise TrackingConfigError(
-            f"{db} is not a usable MLflow store ({exc}): it is damaged or not MLflow's. Move it aside "
+        raise TrackingConfigError(_damaged(db, exc)) from None
+
+
+def _damaged(db: Path, exc: Exception) -> str:
+    return (f"{db} is not a usable MLflow store ({exc}): it is damaged or not MLflow's. Move it aside "
             f"(mv {db.name} {db.name}.broken) and rerun the pipeline to start a new one, or point "
-            "MLFLOW_TRACKING_URI at a working store") from None
+            "MLFLOW_TRACKING_URI at a working store")
 
 
 @contextlib.contextmanager
