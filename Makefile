@@ -76,8 +76,10 @@ compare: venv
 push: venv
 	$(BIN)/dvc push
 
-# A folder remote that nobody has pushed to yet is one line, not DVC's page of missing files.
+# A folder remote that nobody has pushed to yet, or a commit with no results (no dvc.lock), is one line, not DVC's
+# page of missing files.
 pull: venv
+	@[ -f dvc.lock ] || { echo "error: this commit has no dvc.lock, so it names no data or model to pull: check out a commit that kept a run (README: Keeping a baseline), or run the pipeline (make demo, dvc repro)" >&2; exit 2; }
 	@url=$$($(BIN)/dvc config "remote.$$($(BIN)/dvc config core.remote 2>/dev/null).url" 2>/dev/null); \
 	case "$$url" in ""|*://*) ;; *) [ -d "$$url" ] || [ -d ".dvc/$$url" ] || { \
 	  echo "error: the DVC remote $$url does not exist yet: push to it from a clone that has the data (make push), or name your team's with make remote URL=..." >&2; exit 2; } ;; esac

@@ -11,6 +11,7 @@ from coronet.errors import ParamsError, run_stage
 from coronet.evaluation import evidence
 from coronet.evaluation.metrics import compute_metrics, headline, metrics_table
 from coronet.evaluation.model_card import render
+from coronet.evaluation.plots import stamp
 from coronet.evaluation.steps import predict_all, shortcut_warnings, stress_tests, write_curves, write_figures
 from coronet.files import atomic_path, write_json
 from coronet.model.classifier import Classifier
@@ -48,6 +49,8 @@ def main() -> int:
                                cfg.gradcam_per_class, paths.FIGURES)
     stressed = stress_tests(classifier, test, cfg.stress, cfg.seed, cfg.batch_size, cfg.ci_level, paths.STRESS,
                             paths.FIGURES / "stress.png", scheme.screening)
+    for figure in sorted(paths.FIGURES.glob("*.png")):  # every figure says what its model was trained on
+        stamp(figure, run.trained_on)
     card = render(metrics, data.to_json(), run,
                   manifest["licence"].value_counts().to_dict(), scheme.classes, stressed)
     with atomic_path(paths.MODEL_CARD) as tmp:

@@ -180,6 +180,12 @@ class TrainingData:
         return (f"Trained on {sum(self.sources.values())} chest X-rays from {sources} ({setup}). Each source "
                 "goes with its labels, so the model may read the source: see its model card.")
 
+    def label(self) -> str:
+        """A few words for what a model draws (figures, overlays): what it was trained on."""
+        if self.synthetic:
+            return "model trained on SYNTHETIC images: a demonstration, not for X-rays"
+        return f"model trained on {sum(self.sources.values())} X-rays from {', '.join(self.sources)}"
+
     def tags(self) -> dict[str, str]:
         """The same facts as MLflow tags."""
         return {"training.data": "synthetic" if self.synthetic else "real",

@@ -100,9 +100,10 @@ def test_bad_command_line_values_are_a_usage_error(args, says, capsys):
     assert done.value.code == 2 and says in err and "Traceback" not in err
 
 
-def test_make_pull_before_anyone_pushed_says_so_in_one_line(tmp_path):
-    """Issue 24: `make pull` pointed at a sibling folder that does not exist, and DVC answered with a page of
-    missing files. (`-o` keeps make from building a venv in the copy: this one's tools are used.)"""
+def test_make_pull_before_anyone_pushed_or_committed_says_so_in_one_line(tmp_path):
+    """`make pull` pointed at a sibling folder that does not exist, and DVC answered with a page of missing files;
+    in a clone of a commit that kept no run (no dvc.lock), DVC printed 17 warnings and "Checkout failed". (`-o`
+    keeps make from building a venv in the copy: this one's tools are used.)"""
     import sys
     from pathlib import Path
 
@@ -110,15 +111,23 @@ def test_make_pull_before_anyone_pushed_says_so_in_one_line(tmp_path):
 
     project = make_project(tmp_path / "repo")
     bin_dir = Path(sys.executable).parent
-    done = subprocess.run(["make", "-o", ".venv/.installed-cpu", "pull", f"BIN={bin_dir}"], cwd=project,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "coronet-dvc-storage does not exist yet" in errors[0], done.stderr
+
+    def pull() -> str:
+        done = subprocess.run(["make", "-o", ".venv/.installed-cpu", "pull", f"BIN={bin_dir}"], cwd=project,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+        return errors[0]
+
+    assert "this commit has no dvc.lock" in pull()
+    (project / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    assert "coronet-dvc-storage does not exist yet" in pull()
 
 
 def test_what_dvc_plots_show_writes_is_not_committed_by_git_add():
     """Issue 24: `dvc plots show` writes dvc_plots/ (a 948 KB page) and the README's `git add -A` committed it."""
-    paths = ["dvc_plots/index.html", "samples/covid.png", "mlflow.db.lock"]
+    paths = ["dvc_plots/index.html", "samples/covid.png", "mlflow.db.lock", "request.json", "results.csv",
+             "cams/covid.png"]
     done = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == paths, done.stderr  # each path ignored (check-ignore prints those it ignores)

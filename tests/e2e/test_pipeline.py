@@ -353,7 +353,8 @@ def readme_request() -> str:
     """The README's request to the served model, as a user copies it (from "Serving through MLflow")."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = readme.split("## Serving through MLflow", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-    return "\n".join(line for line in block.splitlines() if line.startswith(("scan=", "printf", "curl", "  ")))
+    return "\n".join(line for line in block.splitlines() if line.startswith(("scan=", "request=", "printf", "curl",
+                                                                               "  ")))
 
 
 def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys, monkeypatch):
@@ -390,6 +391,7 @@ def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys,
             done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
                                   env={**__import__("os").environ, "no_proxy": "127.0.0.1"})
             assert done.returncode == 0, done.stderr
+            assert not list(tmp_path.glob("*.json"))  # the request (an X-ray in base64) went outside the folder
             answers.append(json.loads(done.stdout)["predictions"][0])  # strict JSON: NaN would not parse
     finally:
         stop_server(server)
@@ -554,18 +556,38 @@ def test_predict_falls_back_to_the_registry_and_says_so(pipeline, tmp_path):
     assert len(missing.stderr.strip().splitlines()) == 1 and not (tmp_path / "none.db").exists()
 
 
-def test_data_and_models_round_trip_through_a_dvc_remote(pipeline_copy, tmp_path):
-    """push to a folder remote; a fresh clone pulls, is up to date without rerunning a stage, and predicts."""
+BASELINE_RECIPE = ("git add params.yaml dvc.lock metrics data models", 'git commit -m "baseline: first run"',
+                   "make push")
+
+
+def test_the_readmes_baseline_recipe_gives_a_colleague_everything_without_rerunning(pipeline_copy, tmp_path):
+    """The README's recipe committed metrics.json and data.json only: a colleague's pull then missed the plots and
+    history (cache: false outputs in neither git nor DVC), `dvc status` listed them deleted and `dvc repro --dry`
+    retrained. Now: the recipe as the README gives it, push to a folder remote, a fresh clone pulls, `dvc status`
+    is clean, nothing reruns, `dvc plots diff` works across two commits, and the pulled model predicts."""
     project = pipeline_copy.project
+    readme = (ROOT / "README.md").read_text()
+    assert all(command in readme for command in BASELINE_RECIPE)
+    git(project, "reset", "-q", "HEAD~1")  # the run's results in the workspace, not yet committed: after make demo
     remote = tmp_path / "storage"
     run_tool(project, "dvc", "remote", "add", "--local", "--force", "--default", "storage", str(remote))
-    run_tool(project, "dvc", "push")
+    for command in BASELINE_RECIPE:
+        argv = shlex.split(command)
+        if argv[0] == "git":
+            git(project, *argv[1:])
+        else:
+            run_tool(project, "dvc", "push")  # make push: `dvc push` with this venv's tools
+    assert git(project, "status", "--porcelain") == ""  # nothing the run wrote is left out of git or DVC
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(project), str(clone))
     run_tool(clone, "dvc", "remote", "add", "--local", "--force", "--default", "storage", str(remote))
     run_tool(clone, "dvc", "pull")
     assert json.loads(run_tool(clone, "dvc", "status", "--json").stdout) == {}
     assert "Running stage" not in run_tool(clone, "dvc", "repro", "--dry").stdout
+    assert (clone / "models/history.csv").is_file() and (clone / "metrics/figures/confusion_matrix.png").is_file()
+    git(clone, "commit", "-q", "--allow-empty", "-m", "a later commit")
+    diff = run_tool(clone, "dvc", "plots", "diff", "HEAD~1", "HEAD", "-o", str(tmp_path / "plots"))
+    assert "Traceback" not in diff.stderr and (tmp_path / "plots/index.html").is_file()
     image = next((clone / "data/processed/images").glob("*.png"))
     predicted = run_tool(clone, "coronet", "predict", str(image), "--format", "json", env=pipeline_copy.env)
     assert json.loads(predicted.stdout)[0]["error"] == ""
@@ -633,3 +655,25 @@ def test_package_refuses_a_record_that_does_not_describe_the_model(pipeline_copy
     assert "models/coronet.keras and models/run.json do not belong together" in errors[0]
     assert len(mlflow.MlflowClient().search_model_versions("name = 'coronet'")) == before
     mlflow.set_tracking_uri(None)
+
+
+def test_everything_the_model_draws_says_what_it_was_trained_on(pipeline, tmp_path):
+    """Grad-CAM overlays (CLI and page) and metrics/figures/*.png did not say the demo's model was synthetic."""
+    from PIL import Image
+
+    project = pipeline.project
+    statement = json.loads((project / "models/run.json").read_text())["trained_on"]
+    assert statement["download_source"] == "synthetic"
+    figures = sorted((project / "metrics/figures").glob("*.png"))
+    assert len(figures) >= 6
+    for figure in figures:
+        with Image.open(figure) as image:
+            assert image.text.get("training_data") == "synthetic", figure.name
+            assert "SYNTHETIC" in image.text["trained_on"]
+            band = np.asarray(image.convert("RGB"))[-3]  # the band under the figure: red for a synthetic model
+            assert band[:, 0].mean() > 120 and band[:, 1].mean() < 60, figure.name
+    image = next((project / "data/processed/images").glob("*.png"))
+    run_tool(project, "coronet", "predict", str(image), "--gradcam", str(tmp_path / "cams"), env=pipeline.env)
+    (overlay,) = (tmp_path / "cams").glob("*.png")
+    with Image.open(overlay) as picture:
+        assert picture.text["training_data"] == "synthetic"

@@ -115,6 +115,21 @@ def test_accuracy_interval_is_wilson_and_a_perfect_auc_interval_says_it_cannot_b
     assert shown(found["accuracy"], 26) == f" ({100 * found['accuracy']['low']:.1f}-100.0)"
 
 
+def test_an_interval_that_floating_point_writes_two_ways_is_still_degenerate_and_never_printed_zero_wide():
+    """The card printed "normal ... 1.000 (1.000-1.000)": evidence.json held low 0.9999999999999999, high 1.0 and
+    no degenerate flag (an exact float comparison)."""
+    from coronet.evaluation.intervals import bootstrap, shown
+
+    frame = pd.DataFrame({"x": range(26)})
+    wobble = iter([1.0, 1.0 - 1e-16] * 100)  # one value, written two ways by float arithmetic
+    found = bootstrap(frame, {"f1": lambda _: next(wobble)}, resamples=50, seed=0)["f1"]
+    assert found["low"] != found["high"] and found["degenerate"] is True
+    assert shown(found, 26, 1, 3) == " (all resamples agree: 26 images cannot bound it)"
+    close = {"low": 0.99996, "high": 1.0}  # two values, one at three decimals: not printed "(1.000-1.000)"
+    assert shown(close, 26, 1, 3) == " (nearly all resamples agree at 1.000: 26 images cannot bound it)"
+    assert shown({"low": 0.5, "high": 0.75}, 26) == " (50.0-75.0)"
+
+
 def test_a_new_per_class_score_is_its_line_and_its_name(monkeypatch):
     """ARCHITECTURE.md, "Adding a metric": a score computed in per_class_scores and named in HEADLINE_SCORES is
     averaged in evidence.json and shown per class in metrics.json, which the package stage logs to MLflow."""

@@ -87,3 +87,20 @@ def test_each_rate_has_its_wilson_interval_around_it(rule):
         for key in ("called_screening", "called_group"):
             r = entry[key]
             assert r["interval"]["low"] <= r["rate"] <= r["interval"]["high"] and r["n"] == 12
+
+
+def test_a_specificity_earned_by_never_answering_covid_is_called_free():
+    """The demo's 0/16 sensitivity with 16/16 specificity came from a model that never answers covid for that
+    hospital; nothing said such a specificity is free."""
+    from coronet.evaluation.controls import free_rates
+
+    test, _, external = films()
+    test["predicted"] = finding_reader(test)
+    external["predicted"] = "normal"
+    never = free_rates(summarize_external(external, test, "covid", CLASSES, 0.95))
+    assert len(never) == 1 and "specificity is free: the model answered covid for none of these 26 films" in never[0]
+    external["predicted"] = "covid"
+    always = free_rates(summarize_external(external, test, "covid", CLASSES, 0.95))
+    assert len(always) == 1 and "sensitivity is free" in always[0]
+    external["predicted"] = finding_reader(external)
+    assert free_rates(summarize_external(external, test, "covid", CLASSES, 0.95)) == []

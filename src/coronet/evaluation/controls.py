@@ -81,6 +81,26 @@ def summarize_external(external: pd.DataFrame, test: pd.DataFrame, screening: st
             "internal": screening_rates(test, screening, level), "by_source": by_source}
 
 
+def free_rates(summary: dict[str, Any]) -> list[str]:
+    """A rate that says nothing about the model's skill, in plain words: a specificity earned by never answering
+    the screened class on those films, a sensitivity earned by always answering it."""
+    if "not_computed" in summary:
+        return []
+    name, notes = summary["screening_class"], []
+    answers = {c: 0 for c in next(iter(summary["by_source"].values()))["answers"]}
+    for part in summary["by_source"].values():
+        for c, k in part["answers"].items():
+            answers[c] += k
+    total = sum(answers.values())
+    if total and answers[name] == 0 and summary["specificity"]["n"]:
+        notes.append(f"its specificity is free: the model answered {name} for none of these {total} films, so it "
+                     f"cannot have called a non-{name} film {name}; only the sensitivity says anything")
+    if total and answers[name] == total and summary["sensitivity"]["n"]:
+        notes.append(f"its sensitivity is free: the model answered {name} for every one of these {total} films; "
+                     "only the specificity says anything")
+    return notes
+
+
 def external_warnings(summary: dict[str, Any]) -> list[str]:
     """A warning for each headline rate whose external interval lies below the test split's."""
     if "not_computed" in summary:

@@ -54,11 +54,15 @@ def bootstrap(
     out: dict[str, dict[str, Any] | None] = {}
     for name, v in values.items():
         out[name] = {"low": float(np.percentile(v, tail)), "high": float(np.percentile(v, 100 - tail))} if v else None
-        if out[name] and out[name]["low"] == out[name]["high"]:
-            # A perfect score (or any constant one) resamples to itself: a zero-width percentile interval is
-            # no statement of certainty, only of too few images to see the error.
+        if out[name] and max(v) - min(v) <= SAME * max(1.0, abs(max(v))):
+            # A perfect score (or any constant one) resamples to itself, give or take the last bit of a float
+            # (0.9999999999999999 beside 1.0): a zero-width interval is no statement of certainty, only of too
+            # few images to see the error.
             out[name]["degenerate"] = True
     return out
+
+
+SAME = 1e-9  # values this close (relative) are one value that floating point wrote two ways
 
 
 def shown(interval: dict[str, Any] | None, n: int | None = None, scale: float = 100, digits: int = 1,
@@ -67,7 +71,10 @@ def shown(interval: dict[str, Any] | None, n: int | None = None, scale: float = 
     says so instead of "(100.0-100.0)"; "" when there is none."""
     if not interval:
         return ""
+    low, high = f"{scale * interval['low']:.{digits}f}", f"{scale * interval['high']:.{digits}f}"
+    images = f"{n} images" if n else "these images"
     if interval.get("degenerate"):
-        images = f"{n} images" if n else "these images"
         return f" (all resamples agree: {images} cannot bound it)"
-    return f" ({scale * interval['low']:.{digits}f}-{scale * interval['high']:.{digits}f}{unit})"
+    if low == high:  # not one value, but one at the digits shown: never print a zero-width interval
+        return f" (nearly all resamples agree at {low}{unit}: {images} cannot bound it)"
+    return f" ({low}-{high}{unit})"

@@ -6,7 +6,7 @@ from typing import Any
 
 from coronet.data import sources
 from coronet.evaluation.confounds import PROBE_WARNING_AUC
-from coronet.evaluation.controls import clearly_above, verdict
+from coronet.evaluation.controls import clearly_above, free_rates, verdict
 from coronet.evaluation.intervals import shown
 from coronet.evaluation.stress import LUNG_TESTS
 from coronet.imaging import nuisance
@@ -139,7 +139,7 @@ def data_section(data: dict[str, Any], licences: dict[str, int], synthetic: bool
 {licence_lines}"""
 
 
-def external_section(external: dict[str, Any]) -> str:
+def external_section(external: dict[str, Any], synthetic: bool = False) -> str:
     """A hospital the model never saw: each external source's films, scored, in plain words."""
     if "not_computed" in external:
         return f"""## A hospital the model never saw
@@ -152,28 +152,34 @@ Not computed: {external["not_computed"]}.
 
     rows = []
     for source, part in external["by_source"].items():
-        others = "; ".join(f"{label} films called {label} {shown_rate(v[f'called_{label}'])}, called {name} "
-                           f"{shown_rate(v[f'called_{name}'])}" for label, v in part["by_class"].items()) or "-"
+        others = "; ".join(f"{label} films called {label} {shown_rate(v[f'called_{label}'])}" for label, v in
+                           part["by_class"].items()) or "-"
         answers = ", ".join(f"{c} {n}" for c, n in part["answers"].items())
         rows.append([source, shown_rate(part["sensitivity"]), shown_rate(part["specificity"]), others, answers])
     inside, outside = external["internal"], external
     gap = [what for what in ("sensitivity", "specificity") if clearly_above(inside[what], outside[what])]
     verdict_line = (f"**Its {' and '.join(gap)} {'falls' if len(gap) == 1 else 'fall'} well below the test "
                     "split's**: what the model learned does "
-                    "not carry to a hospital it never saw; the test split's numbers describe the two training "
+                    "not carry to a hospital it never saw; the test split's numbers describe the training "
                     "collections, not chest X-rays in general." if gap else
                     "Within what this many films can show, the external figures agree with the test split's.")
+    free = "".join(f"\n- **Read with care**: {note}." for note in free_rates(external))
+    twin = ("\n\nIn this run the hospital is the generator's twin of it (drawn films with a look of their own), "
+            "not real films: the figures test the pipeline, not the model's worth." if synthetic else "")
     return f"""## A hospital the model never saw
 Films of a hospital whose images were never trained on, never used for validation and share no patient or
-near duplicate with the training data (params merge.sources, role external). Its COVID-19 films give the
-{name} sensitivity, its other films the specificity; a model that reads the source rather than the disease
-fails here even when the test split looks good (DeGrave, Janizek & Lee 2021). Test split for comparison:
-sensitivity {shown_rate(inside["sensitivity"])}, specificity {shown_rate(inside["specificity"])}.
+near duplicate with the training data (params merge.sources, role external). Two questions, in plain words:
+- **Sensitivity**: of its {name} films, how many did the model call {name}?
+- **Specificity**: of its other films, how many did it *not* call {name} (whatever else it answered)? The
+  stricter figure beside it, "other films", counts those called their own class (a normal film called normal).
+A model that reads the source rather than the disease fails here even when the test split looks good (DeGrave,
+Janizek & Lee 2021). Test split for comparison: sensitivity {shown_rate(inside["sensitivity"])}, specificity
+{shown_rate(inside["specificity"])}.{twin}
 
 {_table(["source", f"{name} sensitivity (95% interval)", "specificity", "other films", "answers"], rows)}
 
 All external films: sensitivity {shown_rate(outside["sensitivity"])}, specificity
-{shown_rate(outside["specificity"])}. {verdict_line}
+{shown_rate(outside["specificity"])}. {verdict_line}{free}
 """
 
 
@@ -318,7 +324,7 @@ Patients in more than one split: {leak["patients_shared"]}; identical images in 
 {leak.get("near_duplicate_groups_shared", "not checked")}.{"" if group_by == "patient" else IMAGE_LEVEL_NOTE}
 
 {controls_section(metrics["controls"])}
-{external_section(metrics.get("external", {"not_computed": "not evaluated by this version"}))}
+{external_section(metrics.get("external", {"not_computed": "not evaluated by this version"}), trained_on.synthetic)}
 {scored_section(metrics.get("scored", {"not_computed": "not evaluated by this version"}))}
 {stress_section(stress, classes) if stress else ""}
 ## What the model looked at

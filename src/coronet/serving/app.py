@@ -24,6 +24,7 @@ from typing import Any
 
 from coronet.console import port, positive_int, positive_number
 from coronet.errors import UserError
+from coronet.evaluation.controls import free_rates
 from coronet.evaluation.intervals import shown
 from coronet.imaging import checks
 
@@ -61,10 +62,12 @@ def model_summary(served: Any) -> str:
         external = evidence.get("external", {})
         if "sensitivity" in external:  # a hospital it never saw
             sources = ", ".join(external["by_source"])
-            parts.append(f"on a hospital it never saw ({sources}): {screening} sensitivity "
-                         f"{_pct(external['sensitivity']['rate'])}{_ci(external['sensitivity']['interval'])}, "
-                         f"specificity {_pct(external['specificity']['rate'])}"
-                         f"{_ci(external['specificity']['interval'])}")
+            twin = served.classifier.trained_on is not None and served.classifier.trained_on.synthetic
+            parts.append(f"on a hospital it never saw ({sources}{': its drawn twin' if twin else ''}): {screening} "
+                         f"sensitivity {_pct(external['sensitivity']['rate'])}"
+                         f"{_ci(external['sensitivity']['interval'])}, specificity "
+                         f"{_pct(external['specificity']['rate'])}{_ci(external['specificity']['interval'])}"
+                         + "".join(f" ({note})" for note in free_rates(external)))
         for group, entry in evidence.get("scored", {}).get("by_group", {}).items():  # an adult's pneumonia
             called = entry["called_screening"]
             parts.append(f"{', '.join(entry['sources'])} {group} films (only scored, never trained on) called "

@@ -196,6 +196,8 @@ def gradcam_overlay(classifier: Classifier, item: Prediction, class_name: str | 
     heatmap, used = gradcam(classifier.model, item.model_input, index)
     empty = is_empty(heatmap)
     text = caption(classifier.classes[used], float(item.probabilities[used]), empty)
+    if classifier.trained_on is not None:  # everything a model draws says what it learned from
+        text += f"  |  {classifier.trained_on.label()}"
     return overlay(item.gray, heatmap, caption=text), empty
 
 
@@ -203,9 +205,10 @@ def write_gradcam(classifier: Classifier, item: Prediction, target: Path, class_
     """Writes the overlay as a PNG (atomically); returns whether its map was empty."""
     from PIL import Image
 
+    from coronet.evaluation.plots import provenance
     from coronet.files import atomic_path
 
     picture, empty = gradcam_overlay(classifier, item, class_name)
     with atomic_path(target, suffix=".png") as tmp:
-        Image.fromarray(picture).save(tmp, format="PNG")
+        Image.fromarray(picture).save(tmp, format="PNG", pnginfo=provenance(classifier.trained_on))
     return empty
