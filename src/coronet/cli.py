@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from coronet.console import port, positive_int, probability
+from coronet.console import interactive, port, positive_int, probability
 from coronet.errors import INTERRUPTED, UserError, debug
 
 
@@ -119,6 +119,8 @@ def predict_command(args: argparse.Namespace) -> int:
     if args.low_confidence is None:
         args.low_confidence = low_confidence_default()
     gradcam_dir = usable_folder(args.gradcam) if args.gradcam else None
+    if interactive():  # seconds pass before the first answer (TensorFlow, the model, its first call): say why
+        print(f"loading the model to classify {len(files)} file(s) ...", file=sys.stderr, flush=True)
     from coronet.model.runtime import import_tensorflow_quietly
 
     import_tensorflow_quietly()

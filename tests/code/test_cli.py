@@ -338,3 +338,34 @@ def test_low_confidence_defaults_to_the_projects_serving_param(capsys, model_pat
     assert flagged and all(flagged)  # an untrained model is never 99.9% sure
     out = run(capsys, str(images), "--model", str(model_path), "--format", "json", "--low-confidence", "0")[1]
     assert not any(r["low_confidence"] for r in json.loads(out) if r["predicted"])
+
+
+def test_predict_says_it_is_loading_and_shows_progress_from_the_first_image(model_path, images, tmp_path):
+    """`coronet predict` printed nothing for 40-52 s on 7-11 films (its bar started above 64 images). At a terminal
+    (a pseudo-terminal here, as a person's) it says it is loading the model, then draws its bar for a few files."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
+    done = subprocess.run([str(VENV_BIN / "coronet"), "predict", str(images / "a.png"), "--model", str(model_path)],
+                          stdout=subprocess.PIPE, stderr=follower, text=True, timeout=300)
+    os.close(follower)
+    said = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        said += chunk
+    os.close(leader)
+    text = said.decode(errors="replace")
+    assert done.returncode == 0, text[-2000:]
+    assert "loading the model to classify 1 file(s)" in text and "predict" in text, text[-2000:]
+    assert text.index("loading the model to classify 1 file(s)") < text.index("predict")  # then the bar, 1 image
+    assert "1/1" in text

@@ -21,7 +21,7 @@ import numpy as np
 
 from coronet.console import progress
 from coronet.imaging import checks
-from coronet.imaging.decode import decode_grayscale
+from coronet.imaging.decode import decode_grayscale, max_pixels
 from coronet.model.classifier import Classifier
 
 
@@ -70,6 +70,18 @@ def prepare(classifier: Classifier, load: Callable[[], bytes]) -> Prediction:
         return Prediction(error=f"cannot read this input ({type(exc).__name__}: {exc})")
 
 
+# What one decode may hold at once: a 60-million-pixel image as 16-bit pixels, a float copy and the 8-bit result.
+DECODE_BYTES = max_pixels() * (2 + 8 + 1)
+
+
+def decode_workers() -> int:
+    """Threads decoding ahead of the model: one per core, but no more than the memory available now can hold
+    (each may be decoding the largest image the limit admits)."""
+    import psutil
+
+    return max(1, min(os.cpu_count() or 1, psutil.virtual_memory().available // DECODE_BYTES))
+
+
 def classify(classifier: Classifier, loaders: list[Callable[[], bytes]], batch_size: int, show_progress: bool = False
              ) -> Iterator[Prediction]:
     """One :class:`Prediction` per input, in order, predicted in batches.
@@ -80,10 +92,10 @@ def classify(classifier: Classifier, loaders: list[Callable[[], bytes]], batch_s
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     chunks = [loaders[i : i + batch_size] for i in range(0, len(loaders), batch_size)]
-    # A bar where it helps: a person watching (console.progress) and more than a batch or two to wait for.
-    bar = progress(total=len(loaders), desc="predict", unit="img") if show_progress and len(loaders) > 2 * batch_size \
-        else None
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    # A bar from the first image where a person watches (console.progress): the first model call alone takes
+    # tens of seconds on a CPU (graph tracing), and a silent terminal looks hung.
+    bar = progress(total=len(loaders), desc="predict", unit="img") if show_progress else None
+    with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
         ahead = [pool.submit(prepare, classifier, load) for load in chunks[0]] if chunks else []
         for k in range(len(chunks)):
             prepared = [future.result() for future in ahead]
