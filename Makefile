@@ -118,6 +118,7 @@ bench: venv
 	$(BIN)/python benchmarks/precision.py
 	$(BIN)/python benchmarks/first_steps.py
 	$(BIN)/python benchmarks/first_epoch.py
+	$(BIN)/python benchmarks/tar_parts.py
 
 clean-venv:
 	rm -rf $(VENV) .venv-flavour

@@ -183,8 +183,8 @@ class TrainingData:
     def label(self) -> str:
         """A few words for what a model draws (figures, overlays): what it was trained on."""
         if self.synthetic:
-            return "model trained on SYNTHETIC images: a demonstration, not for X-rays"
-        return f"model trained on {sum(self.sources.values())} X-rays from {', '.join(self.sources)}"
+            return "SYNTHETIC-data demo model: not for X-rays"
+        return f"trained on {sum(self.sources.values())} X-rays: {', '.join(self.sources)}"
 
     def tags(self) -> dict[str, str]:
         """The same facts as MLflow tags."""

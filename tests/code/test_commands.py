@@ -20,8 +20,9 @@ TARGET = re.compile(r"(?:^|[\s;&(])make\s+([a-z][\w-]*)")
 
 
 def readme_blocks() -> str:
-    """The README's shell code blocks (```bash), where the commands a user copies live, without comments."""
-    text = (ROOT / "README.md").read_text()
+    """The shell code blocks (```bash) of the README and the pages it links (docs/), where the commands a user
+    copies live, without comments."""
+    text = "\n".join(page.read_text() for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     blocks = "\n".join(re.findall(r"```(?:bash|sh|shell)\n(.*?)```", text, flags=re.S))
     return re.sub(r"(^|\s)#.*", "", blocks, flags=re.M)
 

@@ -602,7 +602,8 @@ def test_the_readme_commands_after_the_demo_work_as_written(pipeline, tmp_path, 
 
     project = pipeline.project
     readme = (ROOT / "README.md").read_text()
-    after_demo = readme[readme.index("## Two commands"):readme.index("### The demo on any CPU")]
+    start = readme.index("## Two commands")
+    after_demo = readme[start:readme.index("\n## ", start + 1)]
     block = re.findall(r"```bash\n(.*?)```", after_demo, flags=re.S)[1]
     commands = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
     assert commands[0] == ". .venv/bin/activate"

@@ -64,7 +64,8 @@ def is_empty(heatmap: np.ndarray) -> bool:
 
 def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, caption: str = "") -> np.ndarray:
     """RGB uint8: the grayscale image with the heat map (jet colours) blended over it, at the image's own
-    resolution (enlarged to a readable size when small), with ``caption`` written on a band at the top."""
+    resolution (enlarged to a readable size when small), with ``caption`` (one or more lines) written on a band at
+    the top."""
     from matplotlib import colormaps
 
     base = Image.fromarray(gray)
@@ -79,11 +80,13 @@ def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, caption: 
     colours = colormaps["jet"](resized / 255.0)[..., :3] * 255
     grey = np.repeat(np.asarray(base, dtype=np.float64)[..., np.newaxis], 3, axis=-1)
     picture = Image.fromarray(np.clip((1 - alpha) * grey + alpha * colours, 0, 255).astype(np.uint8))
-    if caption:
+    if caption:  # one band line per caption line
         draw = ImageDraw.Draw(picture)
         size = max(12, width // 28)
-        draw.rectangle([0, 0, width, int(size * 1.6)], fill=(0, 0, 0))
-        draw.text((size // 3, size // 4), caption, fill=(255, 255, 255), font_size=size)
+        lines = caption.splitlines()
+        draw.rectangle([0, 0, width, int(size * 1.4 * len(lines) + size * 0.3)], fill=(0, 0, 0))
+        for k, line in enumerate(lines):
+            draw.text((size // 3, size // 4 + int(k * size * 1.4)), line, fill=(255, 255, 255), font_size=size)
     return np.asarray(picture)
 
 

@@ -209,7 +209,7 @@ def gradcam_overlay(classifier: Classifier, item: Prediction, class_name: str | 
     empty = is_empty(heatmap)
     text = caption(classifier.classes[used], float(item.probabilities[used]), empty)
     if classifier.trained_on is not None:  # everything a model draws says what it learned from
-        text += f"  |  {classifier.trained_on.label()}"
+        text += f"\n{classifier.trained_on.label()}"
     return overlay(item.gray, heatmap, caption=text), empty
 
 
