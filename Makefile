@@ -73,16 +73,22 @@ compare: venv
 	$(BIN)/coronet compare
 
 # Data and models to and from the DVC remote (default: ../coronet-dvc-storage; `make remote URL=...`).
+# The folder of a folder remote (DVC reads a relative url from the config's folder, .dvc/), "" for s3:// and others.
+REMOTE_DIR = url=$$($(BIN)/dvc config "remote.$$($(BIN)/dvc config core.remote 2>/dev/null).url" 2>/dev/null); \
+	case "$$url" in ""|*://*) dir="";; /*) dir="$$url";; *) dir=".dvc/$$url";; esac
+
+# A folder remote that cannot be written is one line, not DVC's traceback of permission errors.
 push: venv
+	@$(REMOTE_DIR); if [ -n "$$dir" ]; then mkdir -p "$$dir" 2>/dev/null && [ -w "$$dir" ] || { \
+	  echo "error: cannot write to the DVC remote $$url (read-only, or its parent folder is): make it writable, or name another with make remote URL=..." >&2; exit 2; }; fi
 	$(BIN)/dvc push
 
-# A folder remote that nobody has pushed to yet, or a commit with no results (no dvc.lock), is one line, not DVC's
+# A commit with no results (no dvc.lock), or a folder remote nobody has pushed to yet, is one line, not DVC's
 # page of missing files.
 pull: venv
-	@[ -f dvc.lock ] || { echo "error: this commit has no dvc.lock, so it names no data or model to pull: check out a commit that kept a run (README: Keeping a baseline), or run the pipeline (make demo, dvc repro)" >&2; exit 2; }
-	@url=$$($(BIN)/dvc config "remote.$$($(BIN)/dvc config core.remote 2>/dev/null).url" 2>/dev/null); \
-	case "$$url" in ""|*://*) ;; *) [ -d "$$url" ] || [ -d ".dvc/$$url" ] || { \
-	  echo "error: the DVC remote $$url does not exist yet: push to it from a clone that has the data (make push), or name your team's with make remote URL=..." >&2; exit 2; } ;; esac
+	@[ -f dvc.lock ] || { echo "error: this commit has no dvc.lock, so it names no data or model to pull: check out a commit that kept a run (README: Keep a baseline), or run the pipeline (make demo, dvc repro)" >&2; exit 2; }
+	@$(REMOTE_DIR); if [ -n "$$dir" ] && [ -z "$$(ls -A "$$dir" 2>/dev/null)" ]; then \
+	  echo "error: the DVC remote $$url does not exist yet or is empty: push to it from a clone that has the data (make push), or name your team's with make remote URL=..." >&2; exit 2; fi
 	$(BIN)/dvc pull
 
 remote: venv

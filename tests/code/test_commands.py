@@ -124,6 +124,30 @@ def test_make_pull_before_anyone_pushed_or_committed_says_so_in_one_line(tmp_pat
     assert "this commit has no dvc.lock" in pull()
     (project / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     assert "coronet-dvc-storage does not exist yet" in pull()
+    empty = tmp_path / "empty-remote"
+    empty.mkdir()
+    subprocess.run([str(bin_dir / "dvc"), "remote", "add", "--local", "--force", "--default", "team", str(empty)],
+                   cwd=project, check=True, capture_output=True)
+    assert f"{empty} does not exist yet or is empty" in pull()
+
+
+def test_make_push_to_a_remote_that_cannot_be_written_is_one_line(tmp_path):
+    """`make push` to a read-only folder remote was DVC's traceback of permission errors. /proc takes no new
+    folder, whoever asks (root included), as a read-only mount would not."""
+    import sys
+    from pathlib import Path
+
+    from conftest import make_project
+
+    project = make_project(tmp_path / "repo")
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "dvc"), "remote", "add", "--local", "--force", "--default", "team",
+                    "/proc/coronet-dvc-storage"], cwd=project, check=True, capture_output=True)
+    done = subprocess.run(["make", "-o", ".venv/.installed-cpu", "push", f"BIN={bin_dir}"], cwd=project,
+                          capture_output=True, text=True, timeout=120)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "cannot write to the DVC remote /proc/coronet-dvc-storage" in errors[0]
 
 
 def test_what_dvc_plots_show_writes_is_not_committed_by_git_add():

@@ -36,3 +36,13 @@ def test_a_missing_processed_image_is_one_line_from_evaluate(pipeline_copy):
     gone.unlink()
     line = one_error(run_tool(project, "python", "stages/evaluate.py", env=env, check=False), 1)
     assert f"first: {gone.relative_to(project)}" in line and "dvc checkout" in line
+
+
+def test_a_store_lock_that_cannot_be_used_stops_the_package_stage_in_one_line(pipeline_copy):
+    """A lock file that was a folder was a warning, and nothing was registered: the stage went on without MLflow."""
+    project, env = pipeline_copy.project, pipeline_copy.env
+    lock = project.parent / "mlflow.db.lock"
+    lock.unlink(missing_ok=True)
+    lock.mkdir()
+    line = one_error(run_tool(project, "python", "stages/package.py", env=env, check=False), 1)
+    assert f"cannot use {lock} as a lock" in line and "remove it" in line

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from coronet.errors import UserError
 from coronet.tracking.store import (
-    TrackingConfigError,
     configure,
     explain,
     note_parallel_sqlite,
@@ -50,7 +50,7 @@ class PipelineRun:
             return None
         try:
             return fn(*args, **kwargs)
-        except TrackingConfigError:  # the user's to fix: not an outage to work around
+        except UserError:  # the user's to fix (a damaged store, a lock that cannot be used): not an outage
             raise
         except Exception as exc:  # MLflow raises many types (OperationalError, RestException, ...)
             reason = explain(exc)
