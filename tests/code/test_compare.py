@@ -48,3 +48,18 @@ def test_outside_a_repository_or_with_an_unknown_revision_is_one_error_line(tmp_
     assert main(["compare", "--rev", "no-such-rev"]) == 2
     err = capsys.readouterr().err
     assert "no-such-rev" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_study_starts_the_queues_workers_again_when_one_died(monkeypatch, capsys):
+    """DVC's second queue worker died on its file broker (JSONDecodeError) and the study ran the rest one at a
+    time; it now asks `dvc queue start` (which spawns only missing workers) while experiments wait."""
+    from coronet.experiments import study
+
+    calls = []
+    monkeypatch.setattr(study, "dvc", lambda *args, check=True: calls.append(args))
+    table = "Task  Name  Created  Status\nabc  s-nih  10:45 PM  Queued\n\nWorker status: 1 active, 0 idle\n"
+    study.revive(table, jobs=2, waiting=1)
+    assert calls == [("queue", "start", "-j", "2")] and "starting them again" in capsys.readouterr().out
+    study.revive(table.replace("1 active", "2 active"), jobs=2, waiting=1)  # both alive
+    study.revive(table, jobs=2, waiting=0)  # nothing waits: one worker is enough
+    assert len(calls) == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -121,12 +122,24 @@ def wait(names: list[str], jobs: int, epochs: int | None = None) -> dict[str, st
             table, asked = dvc("queue", "status").stdout, time.monotonic()
             status = {n: next((row.split()[-1] for row in table.splitlines() if f" {n} " in f" {row} "), status[n])
                       for n in names}
+            revive(table, jobs, waiting=sum(s == "Queued" for s in status.values()))
         if line != last:
             print(f"[{time.monotonic() - started:5.0f} s] {line}", flush=True)
             last = line
         if all(s in DONE for s in status.values()):
             return status
         time.sleep(POLL_S)
+
+
+def revive(table: str, jobs: int, waiting: int) -> None:
+    """Starts the queue's workers again when fewer than ``jobs`` run while experiments wait: DVC's workers share a
+    file broker, and one can die reading a message the other is writing (JSONDecodeError; dvc#7903, kombu#1551),
+    leaving the rest of the study to one worker. ``dvc queue start`` spawns only the workers that are missing."""
+    found = re.search(r"Worker status: (\d+) active, (\d+) idle", table)
+    if waiting and found and int(found[1]) + int(found[2]) < jobs:
+        print(f"note: {jobs - int(found[1]) - int(found[2])} of the queue's workers stopped (DVC's file broker); "
+              "starting them again", flush=True)
+        dvc("queue", "start", "-j", str(jobs))
 
 
 def failure(name: str) -> str:
