@@ -22,9 +22,6 @@ from pathlib import Path
 OVERRIDES = {
     "download.source": "synthetic",
     "download.synthetic.images_per_class": 32,
-    # The NIH twin: adult normal films of a fourth hospital in training, its pneumonias scored (README)
-    "download.archives.nih.enabled": "true",
-    "merge.sources.nih.counts.normal": 16,
     "train.image_size": 71,
     "train.weights": "none",
     "train.epochs": 20,
