@@ -80,7 +80,7 @@ REMOTE_DIR = url=$$($(BIN)/dvc config "remote.$$($(BIN)/dvc config core.remote 2
 # A folder remote that cannot be written is one line, not DVC's traceback of permission errors.
 push: venv
 	@$(REMOTE_DIR); if [ -n "$$dir" ]; then mkdir -p "$$dir" 2>/dev/null && [ -w "$$dir" ] || { \
-	  echo "error: cannot write to the DVC remote $$url (read-only, or its parent folder is): make it writable, or name another with make remote URL=..." >&2; exit 2; }; fi
+	  echo "error: cannot write to the DVC remote $$url (read-only, or its parent folder is): allow writing there, or name another with make remote URL=..." >&2; exit 2; }; fi
 	$(BIN)/dvc push
 
 # A commit with no results (no dvc.lock), or a folder remote nobody has pushed to yet, is one line, not DVC's

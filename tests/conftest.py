@@ -247,9 +247,14 @@ def tracked_files() -> list[str]:
     return [p for p in out.stdout.decode().split("\0") if p and (ROOT / p).is_file()]
 
 
+# What a run leaves in the checkout for the user to commit (`make demo` applies its experiment): never a test's.
+RESULTS = {"dvc.lock", "metrics/metrics.json", "metrics/data.json"}
+
+
 def make_project(dest: Path, overrides: dict[str, object] | None = None) -> Path:
-    """A copy of this project's files (as git sees them) in a new git repo, params overridden."""
-    for rel in tracked_files():
+    """A copy of this project's files (as git sees them, less a run's results) in a new git repo, params
+    overridden."""
+    for rel in (rel for rel in tracked_files() if rel not in RESULTS):
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, target)
