@@ -18,8 +18,11 @@ from conftest import VENV_BIN, run_tool
 def test_ctrl_c_mid_training_then_resume_gives_the_uninterrupted_model(pipeline, pipeline_copy):
     project, env = pipeline_copy.project, pipeline_copy.env
     state = project / "models/checkpoints/state.json"
+    # Ctrl-C as a terminal delivers it: a suite started in the background (`make test &`) inherits SIGINT ignored,
+    # and Python then installs no KeyboardInterrupt handler in the child.
     first = subprocess.Popen([str(VENV_BIN / "python"), "stages/train.py"], cwd=project, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not (state.is_file() and json.loads(state.read_text())["epoch"] >= 1):
         assert first.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
