@@ -8,17 +8,17 @@ import pandas as pd
 
 from coronet import paths
 from coronet.errors import ParamsError, run_stage
-from coronet.evaluation import evidence
+from coronet.evaluation.evidence import collect
 from coronet.evaluation.metrics import compute_metrics, headline, metrics_table
 from coronet.evaluation.model_card import render
 from coronet.evaluation.plots import stamp
 from coronet.evaluation.steps import predict_all, shortcut_warnings, stress_tests, write_curves, write_figures
-from coronet.files import atomic_path, write_json
+from coronet.files import atomic_path
 from coronet.model.classifier import Classifier
 from coronet.model.dataset import read_index
 from coronet.model.runtime import import_tensorflow_quietly
 from coronet.params import EvaluateParams, load_params
-from coronet.records import DataRecord, RunRecord
+from coronet.records import DataRecord, EvidenceRecord, RunRecord
 
 
 def main() -> int:
@@ -38,26 +38,26 @@ def main() -> int:
     predictions, controls, external, scored, features = predict_all(
         classifier, images, cfg.batch_size, paths.PREDICTIONS, paths.CONTROLS, paths.EXTERNAL, paths.SCORED)
     scores = compute_metrics(predictions, scheme.classes, scheme.groups, scheme.screening)
-    found = evidence.collect(predictions, controls, external, scored, images, pd.read_csv(paths.IMAGE_STATS), features,
+    found = collect(predictions, controls, external, scored, images, pd.read_csv(paths.IMAGE_STATS), features,
                              cfg)
-    summary, metrics = headline(scores, found), {**scores, **found}
-    write_json(paths.HEADLINE, summary)  # what `dvc exp show` compares
-    write_json(paths.EVIDENCE, metrics)  # everything: intervals, breakdowns, probe, controls, leakage
+    (head, details), evidence = headline(scores, found), EvidenceRecord.from_json({**scores, **found})
+    head.write(paths.HEADLINE)  # what `dvc metrics show` and `dvc exp show` put first
+    details.write(paths.DETAILS)  # per class, the confusion matrix, the shortcut checks' rates
+    evidence.write(paths.EVIDENCE)  # everything: intervals, breakdowns, probe, controls, leakage
 
     curves = write_curves(predictions, scheme.classes, cfg.calibration_bins, paths.CURVES)
-    empty_maps = write_figures(predictions, test, classifier, curves, metrics["calibration"]["ece"], paths.HISTORY,
+    empty_maps = write_figures(predictions, test, classifier, curves, head.ece, paths.HISTORY,
                                cfg.gradcam_per_class, paths.FIGURES)
     stressed = stress_tests(classifier, test, cfg.stress, cfg.seed, cfg.batch_size, cfg.ci_level, paths.STRESS,
                             paths.FIGURES / "stress.png", scheme.screening)
     for figure in sorted(paths.FIGURES.glob("*.png")):  # every figure says what its model was trained on
         stamp(figure, run.trained_on)
-    card = render(metrics, data.to_json(), run,
-                  manifest["licence"].value_counts().to_dict(), scheme.classes, stressed)
+    card = render(evidence, data, run, manifest["licence"].value_counts().to_dict(), scheme.classes, stressed)
     with atomic_path(paths.MODEL_CARD) as tmp:
         tmp.write_text(card, encoding="utf-8")
 
-    print(metrics_table(summary, scheme.classes))
-    for warning in shortcut_warnings(metrics, stressed, empty_maps):
+    print(metrics_table(head, details, scheme.classes))
+    for warning in shortcut_warnings(evidence, stressed, empty_maps):
         print(warning)
     return 0
 

@@ -9,7 +9,6 @@ serving params or the serving code."""
 from __future__ import annotations
 
 import functools
-import json
 
 from coronet import paths
 from coronet.errors import run_stage
@@ -17,7 +16,7 @@ from coronet.model.classifier import Classifier
 from coronet.model.dataset import load_split
 from coronet.model.runtime import import_tensorflow_quietly
 from coronet.params import ServingParams, TrackingParams, flatten, load_params
-from coronet.records import PackageRecord, RunRecord, SourcesRecord
+from coronet.records import DetailsRecord, HeadlineRecord, PackageRecord, RunRecord, SourcesRecord
 from coronet.serving.pyfunc import log_pyfunc, model_config, served_digest
 from coronet.tracking.lineage import data_digests
 from coronet.tracking.registry import register, servable_model
@@ -27,16 +26,19 @@ from coronet.tracking.store import shown_uri
 SERVED = {"keras_model": paths.MODEL, "meta": paths.RUN, "stress": paths.STRESS}
 
 
-def as_mlflow_metrics(headline: dict) -> dict[str, float]:
-    """The headline numbers as MLflow metrics under ``test/`` (the confusion matrix stays in the JSON)."""
-    return {f"test/{key}": value for key, value in flatten(headline).items()
-            if not key.startswith("confusion_matrix.") and key != "n_test" and isinstance(value, int | float)}
+def as_mlflow_metrics(head: HeadlineRecord, details: DetailsRecord) -> dict[str, float]:
+    """metrics.json's and details.json's scores as MLflow metrics under ``test/`` (the confusion matrix and the
+    counts stay in the JSON)."""
+    numbers = {**head.to_json(), **{k: v for k, v in details.to_json().items() if k != "confusion_matrix"}}
+    return {f"test/{key}": value for key, value in flatten(numbers).items()  # scores only, no counts
+            if key != "n_test" and not key.endswith(("_n", ".support")) and isinstance(value, float)}
 
 
 def main() -> int:
     params = load_params()
     names, serving = TrackingParams.parse(params), ServingParams.parse(params)
     trained = RunRecord.read(paths.RUN)
+    head, details = HeadlineRecord.read(paths.HEADLINE), DetailsRecord.read(paths.DETAILS)
     # never register a model under another's record: its file, its seal and its real input and output shapes
     Classifier.load(paths.MODEL, paths.RUN)
     config = model_config(serving.as_dict())
@@ -48,10 +50,9 @@ def main() -> int:
         test = split_datasets({"test": load_split("test", paths.IMAGES_CSV, paths.SPLITS)},
                               data_digests(paths.IMAGES_CSV, paths.SPLITS),
                               SourcesRecord.read(paths.SOURCES).archives)["testing"][0]
-        headline = json.loads(paths.HEADLINE.read_text())
-        run.log_metrics(as_mlflow_metrics(headline), model_id=model.model_id if model else None, dataset=test)
-        run.log_artifacts([paths.HEADLINE, paths.EVIDENCE, paths.STRESS, paths.PREDICTIONS, paths.CONTROLS,
-                           paths.EXTERNAL, paths.SCORED, paths.MODEL_CARD],
+        run.log_metrics(as_mlflow_metrics(head, details), model_id=model.model_id if model else None, dataset=test)
+        run.log_artifacts([paths.HEADLINE, paths.DETAILS, paths.EVIDENCE, paths.STRESS, paths.PREDICTIONS,
+                           paths.CONTROLS, paths.EXTERNAL, paths.SCORED, paths.MODEL_CARD],
                           {"figures": paths.FIGURES, "curves": paths.CURVES})
         version = register(run, model, names.registered_model, trained.trained_on.statement(),
                            trained.trained_on.tags()) if model else None

@@ -10,7 +10,7 @@ from coronet.files import atomic_path, sha256_file, write_csv
 from coronet.model.checkpoints import Checkpoints, fingerprint, stage_dependencies
 from coronet.model.dataset import balance_sources, load_split
 from coronet.model.fit import HISTORY_COLUMNS, fit
-from coronet.model.network import inference_copy
+from coronet.model.network import backbone, inference_copy
 from coronet.model.runtime import (
     describe_devices,
     import_tensorflow_quietly,
@@ -28,6 +28,7 @@ from coronet.tracking.store import shown_uri
 def main() -> int:
     params = load_params()
     cfg, scheme, seed = TrainParams.parse(params), ClassScheme.parse(params), project_seed(params)
+    backbone(cfg.backbone, cfg.image_size)  # a name or size the backbone cannot take stops here, before any work
     resize, experiment = ResizeParams.parse(params), TrackingParams.parse(params, experiment_only=True).experiment
     set_seeds(seed, cfg.deterministic)
     devices = {**describe_devices(), "precision": resolve_precision(cfg.precision)}
@@ -69,13 +70,14 @@ def main() -> int:
     if fitted.recalibration:
         run.log_metrics({f"bn_recalibration/{k}": v for k, v in fitted.recalibration.items()})
     with atomic_path(paths.MODEL, suffix=".keras") as tmp:
-        inference_copy(fitted.model, scheme.classes).save(tmp)
+        inference_copy(fitted.model, scheme.classes, cfg.backbone).save(tmp)
     run.end()
     speed = fitted.throughput(len(frames["train"]))
     RunRecord(run_id=run.run_id, experiment=experiment, tracking_uri=shown_uri(), tracking_errors=run.errors,
               train=cfg.as_dict(), seed=seed, precision=devices["precision"], throughput=speed,
               model=ModelContract(scheme.classes, scheme.groups, scheme.screening, cfg.image_size, cfg.weights,
-                                  resize.size, resize.mode, sha256_file(paths.MODEL), len(scheme.classes)),
+                                  resize.size, resize.mode, sha256_file(paths.MODEL), len(scheme.classes),
+                                  cfg.backbone),
               trained_on=trained_on).sealed().write(paths.RUN)
     checkpoints.clear()
     print(f"model saved to {paths.MODEL}; MLflow run {run.run_id or 'not recorded'}; "

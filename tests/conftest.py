@@ -26,6 +26,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from coronet.params import ClassScheme, TrainParams, load_params
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
 VENV_BIN = Path(sys.executable).parent
@@ -184,7 +186,7 @@ def model_path(tmp_path_factory):
     keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("model")
     build_model(CLASSES, 71, "none").save(folder / "coronet.keras")
-    RunRecord(run_id=None, experiment="coronet", tracking_uri="", tracking_errors=[], train={}, seed=0,
+    RunRecord(run_id=None, experiment="coronet", tracking_uri="", tracking_errors=[], train=TRAIN, seed=0,
               precision="float32", throughput=None, model=ModelContract(
                   CLASSES, {"covid": ["covid"], "normal": ["normal"], "pneumonia": CLASSES[2:]}, "covid", 71, None, 96,
                   "stretch", sha256_file(folder / "coronet.keras"), len(CLASSES)),
@@ -361,7 +363,8 @@ TINY = {
     "evaluate.bootstrap_resamples": 100,
     "evaluate.gradcam_per_class": 1,
 }
-CLASSES = ["covid", "normal", "pneumonia_bacterial", "pneumonia_viral"]
+CLASSES = ClassScheme.parse(load_params(ROOT / "params.yaml")).classes  # the suite follows params, never a copy
+TRAIN = TrainParams.parse(load_params(ROOT / "params.yaml")).as_dict()  # as run.json records them
 
 
 @dataclass(frozen=True)

@@ -489,6 +489,7 @@ MIN_CLIPNORM = 1e-3
 
 @dataclass(frozen=True)
 class TrainParams:
+    backbone: str  # a name of coronet.model.network.BACKBONES: xception, the paper's
     image_size: int
     weights: str | None  # imagenet | a path | None (from scratch)
     dropout: float
@@ -518,8 +519,11 @@ class TrainParams:
         if cfg.integer("warmup_epochs", low=0) > cfg.integer("epochs", low=1):
             raise ParamsError(f"params.yaml: train.warmup_epochs ({cfg['warmup_epochs']}) is more than train.epochs "
                               f"({cfg['epochs']}): the learning rate would never reach train.learning_rate")
+        if not isinstance(cfg["backbone"], str) or not cfg["backbone"].strip():
+            raise ParamsError(f"params.yaml: train.backbone must name a backbone (xception), got {cfg['backbone']!r}")
         return cls(
-            image_size=cfg.integer("image_size", low=71),  # Xception's smallest input
+            backbone=cfg["backbone"].strip(),
+            image_size=cfg.integer("image_size", low=32),  # each backbone's own minimum: the train stage checks it
             weights="imagenet" if weights and weights.lower() == "imagenet" else weights,
             dropout=cfg.number("dropout", 0, 1, inclusive=True),
             dense_units=cfg.integer("dense_units", low=1),

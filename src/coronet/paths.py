@@ -27,6 +27,7 @@ CHECKPOINTS = MODELS / "checkpoints"
 PACKAGE = MODELS / "package.json"
 METRICS = Path("metrics")  # evaluate
 HEADLINE = METRICS / "metrics.json"
+DETAILS = METRICS / "details.json"
 EVIDENCE = METRICS / "evidence.json"
 STRESS = METRICS / "stress.json"
 PREDICTIONS = METRICS / "predictions.csv"

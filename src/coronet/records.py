@@ -1,6 +1,7 @@
 """The JSON records stages hand each other, one dataclass each with a schema version:
-``data/raw/sources.json`` (download), ``metrics/data.json`` (split), ``models/run.json`` (train) and
-``models/package.json`` (package).
+``data/raw/sources.json`` (download), ``metrics/data.json`` (split), ``models/run.json`` (train), the
+evaluation's ``metrics/metrics.json``, ``metrics/details.json``, ``metrics/evidence.json`` and
+``metrics/stress.json`` (evaluate) and ``models/package.json`` (package).
 
 Each is written by one stage through ``write`` and read through ``read``, so its fields are named in
 one place. Reading a file of another kind, or of another schema, is one ``error:`` line that names
@@ -19,10 +20,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from coronet.errors import UserError
 from coronet.files import sha256_file, write_json
+
+if TYPE_CHECKING:
+    from coronet.params import TrainParams
 
 R = TypeVar("R", bound="Record")
 
@@ -52,13 +56,28 @@ class Record:
 
     @classmethod
     def read(cls: type[R], path: Path) -> R:
-        renew = f"rerun the {cls.WRITER} stage (dvc repro) to write it anew"
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise RecordError(f"{path} is missing: {renew}") from None
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise RecordError(f"{path} is missing: {cls._renew()}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecordError(f"{path} cannot be read ({exc}): {cls._renew()}") from None
+        return cls.loads(text, str(path))
+
+    @classmethod
+    def _renew(cls) -> str:
+        return f"rerun the {cls.WRITER} stage (dvc repro) to write it anew"
+
+    @classmethod
+    def loads(cls: type[R], text: str | bytes, path: str) -> R:
+        """The record in ``text`` (read from ``path``: a file, an MLflow artifact, a file of a commit)."""
+        renew = cls._renew()
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
             raise RecordError(f"{path} cannot be read ({exc}): {renew}") from None
+        if not cls.SCHEMA:
+            return cls._checked(data, path, renew)
         schema = data.get("schema") if isinstance(data, dict) else None
         if schema != f"{cls.KIND}/{cls.SCHEMA}":
             kind, _, version = str(schema).partition("/") if schema else (None, "", "")
@@ -70,9 +89,15 @@ class Record:
             else:
                 what = "written by an older version of the pipeline"
             raise RecordError(f"{path} is {what} (schema {schema!r}, expected {cls.KIND}/{cls.SCHEMA}): {renew}")
+        return cls._checked(data, path, renew)
+
+    @classmethod
+    def _checked(cls: type[R], data: Any, path: str, renew: str) -> R:
         try:
+            if not isinstance(data, dict):
+                raise ValueError(f"not a JSON object but {type(data).__name__}")
             return cls.from_json(data)
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise RecordError(f"{path} does not hold what a {cls.KIND} record holds ({exc}): {renew}") from None
 
 
@@ -139,6 +164,7 @@ class ModelContract:
     resize_mode: str
     sha256: str  # of the saved model file
     outputs: int  # the network's output units: one per class
+    backbone: str = "xception"  # params train.backbone: its registry entry names the Grad-CAM layer
     seal: str = ""  # digest of every field above and of what it was trained on: an edit breaks it
 
     def inconsistencies(self) -> list[str]:
@@ -198,18 +224,33 @@ class RunRecord(Record):
     """``models/run.json``: the train stage's run, beside the model it wrote."""
 
     KIND: ClassVar[str] = "coronet.run"
-    SCHEMA: ClassVar[int] = 2
+    SCHEMA: ClassVar[int] = 3
     WRITER: ClassVar[str] = "train"
     run_id: str | None
     experiment: str
     tracking_uri: str
     tracking_errors: list[str]
-    train: dict[str, Any]  # the train params the model was fitted with
+    train: dict[str, Any]  # the train params the model was fitted with, as params.yaml spells them: train_params()
     seed: int
     precision: str
     throughput: dict[str, float] | None
     model: ModelContract
     trained_on: TrainingData
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        record = super().from_json(data)
+        try:
+            record.train_params()
+        except UserError as exc:  # a train section this code cannot read: said when the record is read
+            raise ValueError(str(exc).removeprefix("params.yaml: ")) from None
+        return record
+
+    def train_params(self) -> TrainParams:
+        """The train params the model was fitted with, typed and checked as the train stage read them."""
+        from coronet.params import Section, TrainParams
+
+        return TrainParams.parse(Section({"train": self.train}))
 
     def _digest(self) -> str:
         fields = {"model": {k: v for k, v in dataclasses.asdict(self.model).items() if k != "seal"},
@@ -279,3 +320,102 @@ class PackageRecord(Record):
     served_digest: str
     tracking_uri: str
     errors: list[str]
+
+
+# The evaluation's records. metrics.json and details.json are DVC metrics files: `dvc metrics show` and `dvc exp
+# show` print every key of them as a column, so metrics.json holds few numbers with short names (the screened
+# class's sensitivity among the first columns: DVC sorts them) and no schema key: its keys are its version.
+
+
+@dataclass
+class HeadlineRecord(Record):
+    """``metrics/metrics.json``: the numbers people compare first (`dvc metrics show` fits 120 columns)."""
+
+    KIND: ClassVar[str] = "coronet.metrics"
+    SCHEMA: ClassVar[int] = 0  # unversioned: its fixed keys are checked instead
+    WRITER: ClassVar[str] = "evaluate"
+    accuracy: float | None
+    macro_f1: float | None
+    ece: float | None
+    n_test: int
+    screening: str | None = None  # the screened class (params screening_class), whose two scores follow
+    sensitivity: float | None = None
+    specificity: float | None = None
+
+    SCORES: ClassVar[tuple[str, str]] = ("sensitivity", "specificity")
+
+    def to_json(self) -> dict[str, Any]:
+        plain = {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "ece": self.ece, "n_test": self.n_test}
+        if self.screening:
+            plain.update({f"{self.screening}_{key}": getattr(self, key) for key in self.SCORES})
+        return plain
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HeadlineRecord:
+        screened = {key.rpartition("_")[0] for key in data if key.endswith("_sensitivity")}
+        if len(screened) > 1:
+            raise ValueError(f"sensitivities of {sorted(screened)}: one screened class only")
+        screening = next(iter(screened), None)
+        fields = {k: v for k, v in data.items() if not (screening and k.startswith(f"{screening}_"))}
+        if screening:
+            fields.update(screening=screening, **{key: data.get(f"{screening}_{key}") for key in cls.SCORES})
+        return super().from_json(fields)
+
+
+@dataclass
+class DetailsRecord(Record):
+    """``metrics/details.json``: per class scores, the confusion matrix and the shortcut checks' rates, the
+    second metrics file (`dvc metrics show metrics/details.json`, diffed by `dvc exp show` as columns)."""
+
+    KIND: ClassVar[str] = "coronet.details"
+    WRITER: ClassVar[str] = "evaluate"
+    weighted_f1: float | None
+    grouped_accuracy: float | None  # params class_groups' view; None when it is not computed
+    per_class: dict[str, dict[str, float | int | None]]  # class -> precision, recall, f1, specificity, support
+    confusion_matrix: dict[str, dict[str, int]]  # actual -> predicted -> images
+    # Rates, each ``<name>`` beside ``<name>_n``, the films it is of; empty where not computed:
+    controls: dict[str, float | int | None]  # same-source controls and the other source called the screened class
+    external: dict[str, float | int | None]  # a hospital never seen: the screened class's sensitivity, specificity
+    scored: dict[str, float | int | None]  # films only scored against a group: called the screened class, the group
+
+
+@dataclass
+class EvidenceRecord(Record):
+    """``metrics/evidence.json``: every number of the evaluation, with its intervals and breakdowns."""
+
+    KIND: ClassVar[str] = "coronet.evidence"
+    WRITER: ClassVar[str] = "evaluate"
+    accuracy: float | None
+    n_test: int
+    per_class: dict[str, dict[str, Any]]
+    macro_avg: dict[str, float | None]
+    weighted_avg: dict[str, float | None]
+    confusion_matrix: dict[str, dict[str, int]]
+    grouped: dict[str, Any]  # accuracy and matrix of params class_groups, or not_computed
+    screening: dict[str, Any]  # the screened class against the rest, or not_computed
+    roc_auc: dict[str, float | None]
+    intervals: dict[str, Any]  # bootstrap intervals: accuracy, macro_f1, per_class
+    calibration: dict[str, Any]  # ece, brier, bins
+    by_source: dict[str, Any]
+    by_age_band: dict[str, Any]
+    confound_probe: dict[str, Any]
+    controls: dict[str, Any]  # same-source controls (evaluation.controls.summarize), or not_computed
+    external: dict[str, Any]  # a hospital never seen (summarize_external), or not_computed
+    scored: dict[str, Any]  # films only scored against a group (summarize_scored), or not_computed
+    leakage: dict[str, int]
+
+
+@dataclass
+class StressRecord(Record):
+    """``metrics/stress.json``: the stress tests (evaluation.stress) and the lungs-removed test."""
+
+    KIND: ClassVar[str] = "coronet.stress"
+    WRITER: ClassVar[str] = "evaluate"
+    images: int
+    chance: float
+    baseline: dict[str, Any]
+    transforms: dict[str, dict[str, dict[str, Any]]]  # transform -> strength -> accuracy, flip_rate, flip_to
+    warn_flip_rate: float
+    screening_class: str | None
+    lungs: dict[str, dict[str, Any]]
+    warnings: list[str]

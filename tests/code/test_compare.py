@@ -11,14 +11,15 @@ def test_only_differing_params_and_headline_metrics_are_shown():
         {"rev": "abc1234def", "Experiment": None, "train.epochs": 80, "train.learning_rate": 0.0001, "seed": 42,
          "metrics.json:accuracy": "!", "class_groups.pneumonia": "['a', 'b']"},
         {"rev": "9f9f9f9f", "Experiment": "exp-1", "train.epochs": 20, "train.learning_rate": 0.0001, "seed": 42,
-         "metrics.json:accuracy": 0.84615, "n_test": 26.0, "normal_vs_rest.sensitivity": 0.5,
-         "class_groups.pneumonia": "None"},
+         "metrics.json:accuracy": 0.84615, "n_test": 26.0, "normal_sensitivity": 0.5, "normal_specificity": 0.75,
+         "per_class.normal.support": 6.0, "class_groups.pneumonia": "None"},
     ]
     frame = comparison(rows, ["train.epochs", "train.learning_rate", "seed", "class_groups.pneumonia"],
                        shown_metrics("normal"))
     assert list(frame["experiment"]) == ["abc1234", "exp-1"]  # the workspace row is left out
-    assert list(frame["accuracy"]) == ["-", "0.846"] and list(frame["n test"]) == ["-", "26"]
-    assert list(frame["normal sens"]) == ["-", "0.500"]
+    assert list(frame["accuracy"]) == ["-", "0.846 (26)"]  # each rate with the films it is of
+    assert list(frame["normal sens"]) == ["-", "0.500 (6)"] and list(frame["normal spec"]) == ["-", "0.750 (20)"]
+    assert list(frame["ctrl normal"]) == ["-", "-"]  # not computed: no n either
     assert "learning_rate" not in frame and "seed" not in frame  # the same everywhere
     assert list(frame["epochs"]) == ["80", "20"] and list(frame["pneumonia"]) == ["a+b", "-"]
 

@@ -3,11 +3,13 @@ written and read back whole; a stale or foreign file is one error naming it."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
 import pytest
 
+from conftest import TRAIN
 from coronet.records import (
     DataRecord,
     ModelContract,
@@ -19,7 +21,7 @@ from coronet.records import (
 )
 
 RUN = RunRecord(run_id="abc", experiment="coronet", tracking_uri="sqlite:///x.db", tracking_errors=[],
-                train={"epochs": 2}, seed=42, precision="float32", throughput={"images_per_s": 3.0},
+                train=TRAIN, seed=42, precision="float32", throughput={"images_per_s": 3.0},
                 model=ModelContract(["a", "b"], {"ab": ["a", "b"]}, "a", 71, None, 96, "stretch", "0" * 64, 2),
                 trained_on=TrainingData("synthetic", {"covid": 3, "kermany": 9}, 71, None, 2)).sealed()
 
@@ -41,9 +43,9 @@ def test_each_record_round_trips_through_its_file(tmp_path):
     ('{"run_id": null, "model": {"classes": ["a"]}}', "written by an older version of the pipeline"),
     ('{"schema": "coronet.data/1", "total": 3}', "a coronet.data record, not a coronet.run record"),
     ('{"schema": "coronet.run/1"}', "written by an older version of the pipeline"),
-    ('{"schema": "coronet.run/3"}', "written by a newer version of the pipeline than this one"),
+    ('{"schema": "coronet.run/4"}', "written by a newer version of the pipeline than this one"),
     ("not json", "cannot be read"),
-    ('{"schema": "coronet.run/2", "run_id": "x"}', "does not hold what a coronet.run record holds"),
+    ('{"schema": "coronet.run/3", "run_id": "x"}', "does not hold what a coronet.run record holds"),
 ])
 def test_a_stale_or_foreign_record_is_one_error_naming_it(tmp_path, text, says):
     path = tmp_path / "run.json"
@@ -115,3 +117,52 @@ def test_a_hand_edited_record_is_one_error_naming_the_field(tmp_path, path, valu
     with pytest.raises(RecordError) as info:
         RunRecord.read(tmp_path / "run.json")
     assert "does not hold what a coronet.run record holds" in str(info.value) and says in str(info.value)
+
+
+def evaluation_records() -> list:
+    from coronet.records import DetailsRecord, EvidenceRecord, HeadlineRecord, StressRecord
+
+    head = HeadlineRecord(0.8, 0.7, 0.05, 26, "covid", 0.5, 1.0)
+    details = DetailsRecord(0.8, None, {"covid": {"precision": 1.0, "support": 7}}, {"covid": {"covid": 4}},
+                            {"covid_rate": 0.5, "covid_rate_n": 16}, {}, {})
+    evidence = EvidenceRecord(**{f.name: {} for f in dataclasses.fields(EvidenceRecord)} | {
+        "accuracy": 0.8, "n_test": 26})
+    stress = StressRecord(26, 0.25, {"accuracy": 0.8}, {}, 0.2, "covid", {}, [])
+    return [head, details, evidence, stress]
+
+
+def test_the_evaluation_records_round_trip_and_metrics_json_keeps_dvcs_columns_short(tmp_path):
+    """metrics.json has no schema key (DVC would show it as a column) and names the screened class's scores."""
+    for record in evaluation_records():
+        path = tmp_path / f"{type(record).__name__}.json"
+        record.write(path)
+        assert type(record).read(path) == record
+    head = json.loads((tmp_path / "HeadlineRecord.json").read_text())
+    assert sorted(head) == ["accuracy", "covid_sensitivity", "covid_specificity", "ece", "macro_f1", "n_test"]
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[]", "{}", '{"accuracy": "high"}'])
+def test_a_damaged_evaluation_file_is_one_error_naming_it_in_every_reader(tmp_path, damage):
+    """No reader falls back to {} on a broken metrics, evidence or stress file: the page, `coronet predict`
+    (serving.models), the study (from a commit) and the package stage read them through their records."""
+    from coronet.serving.models import EVALUATION, evaluation
+
+    written = {type(r): r for r in evaluation_records()}
+    for name, record in EVALUATION.values():
+        folder = tmp_path / name
+        folder.mkdir()
+        for other_name, other in EVALUATION.values():
+            written[other].write(folder / other_name)
+        (folder / name).write_text(damage)
+        with pytest.raises(RecordError) as caught:
+            evaluation(folder)
+        message = str(caught.value)
+        assert name in message and "\n" not in message and "rerun the evaluate stage" in message
+        with pytest.raises(RecordError):
+            record.loads(damage, f"metrics/{name} of abc1234")  # the study's and the demo's way
+
+
+def test_a_model_without_an_evaluation_beside_it_has_none(tmp_path):
+    from coronet.serving.models import evaluation
+
+    assert evaluation(tmp_path) == {"headline": None, "evidence": None, "stress": None}

@@ -11,7 +11,9 @@ import re
 import pytest
 
 from conftest import project_copy, run_tool
+from coronet import paths
 from coronet.experiments import study
+from coronet.records import EvidenceRecord, HeadlineRecord
 
 VARIANTS = ("nuisance", "mixing")
 
@@ -70,10 +72,10 @@ def test_the_study_table_shows_each_variant_from_its_own_outputs(studied):
     shown = json.loads(run_tool(project, "dvc", "exp", "show", "--json", env=env).stdout)
     for name, line in rows.items():
         rev = next(e["revs"][0]["rev"] for commit in shown for e in (commit.get("experiments") or []) if e["name"] == name)
-        evidence = study.read(rev, "metrics/evidence.json", str(project))
-        assert f"{100 * evidence['accuracy']:.0f}%" in line
-        assert f"n={evidence['controls']['called_screening']['n']}" in line
-        external = evidence["external"]  # issue 25: a hospital the model never saw, in two more columns
+        evidence = study.read(rev, EvidenceRecord, paths.EVIDENCE, str(project))
+        assert f"{100 * evidence.accuracy:.0f}%" in line
+        assert f"n={evidence.controls['called_screening']['n']}" in line
+        external = evidence.external  # a hospital the model never saw, in two more columns
         assert f"n={external['sensitivity']['n']}" in line and f"n={external['specificity']['n']}" in line
     compared = run_tool(project, "coronet", "compare", env=env).stdout
     assert "Shortcut study" in compared and all(name in compared for name in rows)
@@ -96,7 +98,7 @@ def test_after_applying_an_experiment_the_suggested_commands_show_its_results(st
     rev = next(e["revs"][0]["rev"] for commit in json.loads(run_tool(project, "dvc", "exp", "show", "--json").stdout)
                for e in (commit.get("experiments") or []) if e["name"] == name)
     applied = json.loads((project / "metrics/metrics.json").read_text())
-    assert applied == study.read(rev, "metrics/metrics.json", str(project))
+    assert applied == study.read(rev, HeadlineRecord, paths.HEADLINE, str(project)).to_json()
     shown = run_tool(project, "dvc", "metrics", "show", "--json").stdout
     # DVC 3's JSON names the workspace "" (dvc exp show's table calls it "workspace")
     assert json.loads(shown)[""]["data"]["metrics/metrics.json"]["data"]["accuracy"] == applied["accuracy"]

@@ -104,11 +104,13 @@ def test_every_output_follows_the_params_class_order(variant):
     assert json.loads((project / "models/run.json").read_text())["model"]["classes"] == REVERSED
     predictions = pd.read_csv(project / "metrics/predictions.csv")
     assert [c.removeprefix("p_") for c in predictions.columns if c.startswith("p_")] == REVERSED
+    details = json.loads((project / "metrics/details.json").read_text())
+    assert list(details["per_class"]) == REVERSED and list(details["confusion_matrix"]) == REVERSED
+    assert all(list(row) == REVERSED for row in details["confusion_matrix"].values())
     headline = json.loads((project / "metrics/metrics.json").read_text())
-    assert list(headline["per_class"]) == REVERSED and list(headline["confusion_matrix"]) == REVERSED
-    assert all(list(row) == REVERSED for row in headline["confusion_matrix"].values())
-    assert "normal_vs_rest" in headline and "covid_vs_rest" not in headline  # the screened class of params
-    assert set(headline["controls"]) == {"normal_rate", "other_source_normal_rate"}
+    assert "normal_sensitivity" in headline and "covid_sensitivity" not in headline  # the screened class of params
+    assert set(details["controls"]) == {"normal_rate", "other_source_normal_rate", "normal_rate_n",
+                                        "other_source_normal_rate_n"}
     evidence = json.loads((project / "metrics/evidence.json").read_text())
     assert list(evidence["grouped"]["confusion_matrix"]) == ["pneumonia", "normal", "covid"]
     assert list(evidence["roc_auc"]) == REVERSED and list(evidence["intervals"]["per_class"]) == REVERSED

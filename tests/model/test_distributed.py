@@ -2,9 +2,10 @@
 and train.batch_size is the global batch: the same steps and, with nothing random, the same weights as on
 one device.
 
-The network is a small dense one, not Xception: the thing under test is the strategy. Xception's BatchNorm
-layers normalise each replica's half batch by its own statistics, so on two replicas it is another
-optimisation, not the same one summed in another order, and no tolerance could be argued for it."""
+The network is CoroNet's dense head on the pixels (a registered backbone of its own), not Xception: the thing
+under test is the strategy. Xception's BatchNorm layers normalise each replica's half batch by its own
+statistics, so on two replicas it is another optimisation, not the same one summed in another order, and no
+tolerance could be argued for it."""
 
 from __future__ import annotations
 
@@ -22,19 +23,13 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 devices = [d.name for d in tf.config.list_logical_devices("CPU")]
 
-import keras
-import coronet.model.fit
 from coronet.model.checkpoints import Checkpoints
 from coronet.model.fit import fit
+from coronet.model.network import BACKBONES, Backbone
 
-
-def small_network(classes, image_size, weights, dropout, dense_units, bn_momentum):
-    inputs = keras.Input((image_size, image_size, 3))
-    hidden = keras.layers.Dense(dense_units, activation="relu")(keras.layers.Flatten()(inputs))
-    return keras.Model(inputs, keras.layers.Dense(len(classes), activation="softmax")(hidden))
-
-
-coronet.model.fit.build_model = small_network
+# ARCHITECTURE.md's door for a backbone: one registry entry, named by train.backbone. This one is the pixels
+# themselves (no BatchNorm, nothing random): CoroNet's head on raw 0..255 input.
+BACKBONES["pixels"] = Backbone(lambda image: image, 1.0, 0.0, 8, "input_scale", None)
 from coronet.model.runtime import set_seeds, strategy
 from pathlib import Path
 from coronet.params import AugmentParams, NuisanceParams, TrainParams
@@ -48,7 +43,7 @@ for k in range(8):
     rows.append({"path": path, "label": ["a", "b"][k % 2]})
 frames = {"train": pd.DataFrame(rows), "val": pd.DataFrame(rows[:4])}
 still = AugmentParams(0, 0, 0, 0, 0, 0, False, False)
-cfg = TrainParams(image_size=71, weights=None, dropout=0.0, dense_units=8, learning_rate=1e-3, warmup_epochs=0,
+cfg = TrainParams(backbone="pixels", image_size=71, weights=None, dropout=0.0, dense_units=8, learning_rate=1e-3, warmup_epochs=0,
                   lr_decay="none",
                   clipnorm=None, batch_size=4, epochs=1, augment=still, nuisance=NuisanceParams({}), bn_momentum=0.9,
                   recalibrate_bn=True, precision="float32", balance_sources=False, deterministic=False,

@@ -132,7 +132,7 @@ def test_an_interval_that_floating_point_writes_two_ways_is_still_degenerate_and
 
 def test_a_new_per_class_score_is_its_line_and_its_name(monkeypatch):
     """ARCHITECTURE.md, "Adding a metric": a score computed in per_class_scores and named in HEADLINE_SCORES is
-    averaged in evidence.json and shown per class in metrics.json, which the package stage logs to MLflow."""
+    averaged in evidence.json and shown per class in details.json, which the package stage logs to MLflow."""
     from coronet.evaluation import metrics as module
 
     computed = module.per_class_scores
@@ -150,6 +150,6 @@ def test_a_new_per_class_score_is_its_line_and_its_name(monkeypatch):
     # by hand from PAIRS: (true negatives, false negatives) per class: covid (6, 1), normal (6, 1),
     # bacterial (7, 1), viral (7, 1)
     assert out["macro_avg"]["npv"] == pytest.approx((6 / 7 + 6 / 7 + 7 / 8 + 7 / 8) / 4)
-    summary = module.headline(out, {"calibration": {"ece": 0.0}})
-    assert summary["per_class"]["covid"]["npv"] == pytest.approx(6 / 7)
-    assert summary["per_class"]["pneumonia_viral"]["npv"] == pytest.approx(7 / 8)
+    _, details = module.headline(out, {"calibration": {"ece": 0.0}, "controls": {}, "external": {}, "scored": {}})
+    assert details.per_class["covid"]["npv"] == pytest.approx(6 / 7)
+    assert details.per_class["pneumonia_viral"]["npv"] == pytest.approx(7 / 8)

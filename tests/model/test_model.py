@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import CLASSES
+from conftest import CLASSES, ROOT
 from coronet.model.batchnorm import recalibrate_batchnorm
 from coronet.model.classifier import Classifier
 from coronet.model.dataset import make_dataset
 from coronet.model.network import WeightsUnavailableError, build_model
-from coronet.params import AugmentParams
+from coronet.params import AugmentParams, load_params
 
 PAPER_AUGMENT = AugmentParams(rotation_deg=50, width_shift=0.2, height_shift=0.2, shear_deg=0.25, zoom=0.1,
                               channel_shift=20, horizontal_flip=True, vertical_flip=True)
@@ -45,6 +45,46 @@ def test_imagenet_weights_unreachable_fail_with_instructions(tmp_path, monkeypat
         build_model(CLASSES, 71, "imagenet")
     message = str(info.value)
     assert str(tmp_path / "keras" / "models") in message and "train.weights=none" in message
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0"])
+def test_a_backbone_is_one_registry_entry_and_one_param(name, tmp_path, monkeypatch):
+    """ARCHITECTURE.md, "Adding a backbone": the registered small one, and a new one opened here as a user
+    would (one entry in BACKBONES, its name in train.backbone): built, its Grad-CAM layer found, its float32
+    inference copy saved and loaded back through its run.json, and every answer explained by Grad-CAM."""
+    from coronet.evaluation.gradcam import gradcam
+    from coronet.files import sha256_file
+    from coronet.model import network
+    from coronet.params import Section, TrainParams
+    from coronet.records import ModelContract, RunRecord, TrainingData
+
+    if name not in network.BACKBONES:  # the door: one entry
+        monkeypatch.setitem(network.BACKBONES, name, network.Backbone(
+            "EfficientNetB0", 1.0, 0.0, 32, "top_activation", "efficientnetb0_notop.h5"))
+    params = load_params(ROOT / "params.yaml")
+    params["train"] = Section({**params["train"], "backbone": name, "image_size": 64}, "train.")
+    cfg = TrainParams.parse(params)
+    model = build_model(CLASSES, cfg.image_size, None, backbone_name=cfg.backbone)
+    path = tmp_path / "coronet.keras"
+    network.inference_copy(model, CLASSES, cfg.backbone).save(path)
+    RunRecord(None, "coronet", "", [], cfg.as_dict(), 0, "float32", None, ModelContract(
+        CLASSES, {}, None, 64, None, 96, "stretch", sha256_file(path), len(CLASSES), cfg.backbone),
+        TrainingData("synthetic", {"covid": 1}, 64, None, 1)).sealed().write(tmp_path / "run.json")
+    classifier = Classifier.load(path)
+    assert classifier.gradcam_layer == network.BACKBONES[name].last_conv
+    image = classifier.prepare_gray(np.random.default_rng(0).integers(0, 255, (120, 100), dtype=np.uint8))
+    heatmap, used = gradcam(classifier.model, image, classifier.gradcam_layer)
+    assert heatmap.ndim == 2 and 0 <= used < len(CLASSES)
+    assert "Flatten" in {type(layer).__name__ for layer in classifier.model.layers}
+
+
+def test_an_unknown_backbone_or_a_size_below_its_minimum_is_a_params_error():
+    from coronet.errors import ParamsError
+
+    with pytest.raises(ParamsError, match="registered backbones are xception, mobilenet_v2"):
+        build_model(CLASSES, 71, None, backbone_name="resnet")
+    with pytest.raises(ParamsError, match="below xception's smallest input"):
+        build_model(CLASSES, 64, None)
 
 
 def test_missing_weights_file_is_named(tmp_path):

@@ -55,10 +55,11 @@ def test_a_model_that_reads_age_calls_every_adult_film_covid_and_the_evaluation_
     assert "calls an adult's pneumonia covid" in warnings[0]
     assert (external["specificity"]["called"], external["specificity"]["n"]) == (0, 18)  # adults' normal films
     assert external["sensitivity"]["rate"] == 1.0  # earned by always answering covid for adults
-    head = headline({"accuracy": 1.0, "macro_avg": {"f1": 1.0}, "screening": {}, "grouped": {},
-                     "weighted_avg": {"f1": 1.0}, "n_test": 30, "per_class": {}, "confusion_matrix": {}},
-                    {"scored": summary, "calibration": {"ece": 0.0}})
-    assert head["scored"] == {"pneumonia_covid_rate": 1.0, "pneumonia_group_rate": 0.0}
+    _, details = headline({"accuracy": 1.0, "macro_avg": {"f1": 1.0}, "screening": {"class": "covid"}, "grouped": {},
+                           "weighted_avg": {"f1": 1.0}, "n_test": 30, "per_class": {}, "confusion_matrix": {}},
+                          {"scored": summary, "calibration": {"ece": 0.0}, "controls": {}, "external": {}})
+    assert details.scored == {"pneumonia_covid_rate": 1.0, "pneumonia_covid_rate_n": 12, "pneumonia_group_rate": 0.0,
+                              "pneumonia_group_rate_n": 12}
 
 
 def test_a_model_that_reads_the_finding_calls_them_pneumonia_and_raises_nothing():

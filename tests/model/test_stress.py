@@ -199,6 +199,6 @@ def test_a_new_transform_is_its_function_its_entry_and_its_strengths(monkeypatch
     results = stress_tests(linear_classifier(KEYED), test, cfg, 0, 3, 0.95, tmp_path / "stress.json",
                            tmp_path / "stress.png", "covid")
     # The keyed model calls a bright border normal and a dark one covid: inverted, every answer flips.
-    assert results["transforms"]["invert"]["1"]["flip_to"]["covid"] == 1.0
+    assert results.transforms["invert"]["1"]["flip_to"]["covid"] == 1.0
     assert (tmp_path / "stress.png").stat().st_size > 0
     assert "invert" in stress_section(results, CLASSES)

@@ -10,14 +10,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from coronet.model.network import LAST_CONV
-
 OVERLAY_MAX_SIDE = 1024  # overlays keep the image's own resolution up to this, so they stay readable
 MIN_SHOWN_SIDE = 448  # smaller inputs are enlarged to this for the overlay (a 71 px map is unreadable)
 
 
-def gradcam(model: Any, image: np.ndarray, class_index: int | None = None, layer: str = LAST_CONV
-            ) -> tuple[np.ndarray, int]:
+def gradcam(model: Any, image: np.ndarray, layer: str, class_index: int | None = None) -> tuple[np.ndarray, int]:
     """Heat map in 0..1 at the layer's resolution for one model input (H, W, 3), and the class used
     (the predicted one unless ``class_index`` is given). All zeros when nothing in the layer speaks for
     the class.
@@ -120,7 +117,7 @@ def gradcam_panel(classifier: Any, test: pd.DataFrame, predictions: pd.DataFrame
                 continue
             item = picks[col]
             gray = decode_grayscale(Path(item.path).read_bytes())
-            heatmap, _ = gradcam(classifier.model, classifier.prepare_gray(gray))
+            heatmap, _ = gradcam(classifier.model, classifier.prepare_gray(gray), classifier.gradcam_layer)
             empty += is_empty(heatmap)
             ax.imshow(overlay(gray, heatmap))
             mark = "right" if item.predicted == name else f"wrong: {item.predicted}"

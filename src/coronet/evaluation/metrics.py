@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
+from coronet.records import DetailsRecord, HeadlineRecord
+
 
 def _ratio(num: float, den: float) -> float | None:
     return float(num / den) if den else None
@@ -40,7 +42,7 @@ def per_class_scores(matrix: np.ndarray, classes: list[str]) -> dict[str, dict[s
     return scores
 
 
-# The per-class scores averaged in evidence.json and shown per class in metrics.json (so in `dvc exp show`
+# The per-class scores averaged in evidence.json and shown per class in details.json (so in `dvc exp show`
 # and, through the package stage, in MLflow as test/per_class.<class>.<score>).
 HEADLINE_SCORES = ("precision", "recall", "f1", "specificity")
 
@@ -100,64 +102,59 @@ def compute_metrics(predictions: pd.DataFrame, classes: list[str], groups: dict[
     return result
 
 
-def headline(metrics: dict[str, Any], evidence: dict[str, Any]) -> dict[str, Any]:
-    """What metrics/metrics.json holds: the numbers people compare across versions (about 45 with four
-    classes), so `dvc exp show` stays readable: the summary numbers first (they are its first columns),
-    then per class and the confusion matrix. ``metrics`` is :func:`compute_metrics`'s, ``evidence``
-    :func:`coronet.evaluation.evidence.collect`'s (calibration, controls, external sources); the full tree of
-    both goes to evidence.json."""
-    result: dict[str, Any] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_avg"]["f1"]}
-    if "class" in metrics["screening"]:
-        result[f"{metrics['screening']['class']}_vs_rest"] = {k: metrics["screening"][k]
-                                                              for k in ("sensitivity", "specificity")}
-    controls = evidence.get("controls", {})
-    if "called_screening" in controls:  # Is it COVID-19 or the source? (evaluation.controls)
-        name = controls["screening_class"]
-        result["controls"] = {f"{name}_rate": controls["called_screening"]["rate"],
-                              f"other_source_{name}_rate": controls["other_source_called_screening"]["rate"]}
-    external = evidence.get("external", {})
-    if "sensitivity" in external:  # a hospital the model never saw (evaluation.controls)
-        name = external["screening_class"]
-        result["external"] = {f"{name}_{what}": external[what]["rate"] for what in ("sensitivity", "specificity")}
-    scored = evidence.get("scored", {})
-    if "by_group" in scored:  # films only scored against a group: an adult's pneumonia (evaluation.controls)
-        name = scored["screening_class"]
-        result["scored"] = {f"{group}_{key}": entry[f"called_{what}"]["rate"] if entry[f"called_{what}"] else None
-                            for group, entry in scored["by_group"].items()
-                            for key, what in ((f"{name}_rate", "screening"), ("group_rate", "group"))}
-    if "accuracy" in metrics["grouped"]:
-        result["grouped_accuracy"] = metrics["grouped"]["accuracy"]
-    result.update({
-        "ece": evidence["calibration"]["ece"], "weighted_f1": metrics["weighted_avg"]["f1"],
-        "n_test": metrics["n_test"],
-        "per_class": {c: {k: s[k] for k in HEADLINE_SCORES} for c, s in metrics["per_class"].items()},
-        "confusion_matrix": metrics["confusion_matrix"],
-    })
-    return result
+def rates(found: dict[str, dict[str, Any] | None]) -> dict[str, float | None]:
+    """Rates of evaluation.controls (``rate``, ``n``) as metrics: ``key`` the rate, ``key_n`` the films it is of;
+    none where it was not computed."""
+    return {f"{key}{suffix}": entry[field] for key, entry in found.items() if entry
+            for suffix, field in (("", "rate"), ("_n", "n"))}
 
 
-def metrics_table(metrics: dict[str, Any], classes: list[str]) -> str:
+def headline(metrics: dict[str, Any], evidence: dict[str, Any]) -> tuple[HeadlineRecord, DetailsRecord]:
+    """The two metrics files people compare across versions: metrics/metrics.json (six numbers: `dvc metrics
+    show` fits 120 columns, the screened class's sensitivity second) and metrics/details.json (per class, the
+    confusion matrix, the shortcut checks' rates). ``metrics`` is :func:`compute_metrics`'s, ``evidence``
+    :func:`coronet.evaluation.evidence.collect`'s; the full tree of both goes to evidence.json."""
+    screening = metrics["screening"].get("class")
+    head = HeadlineRecord(metrics["accuracy"], metrics["macro_avg"]["f1"], evidence["calibration"]["ece"],
+                          metrics["n_test"], screening, *(metrics["screening"].get(k) for k in HeadlineRecord.SCORES))
+    controls, external, scored = evidence["controls"], evidence["external"], evidence["scored"]
+    details = DetailsRecord(
+        weighted_f1=metrics["weighted_avg"]["f1"], grouped_accuracy=metrics["grouped"].get("accuracy"),
+        per_class={c: {k: s[k] for k in (*HEADLINE_SCORES, "support")} for c, s in metrics["per_class"].items()},
+        confusion_matrix=metrics["confusion_matrix"],
+        # Is it COVID-19 or the source? (evaluation.controls), each rate with the films it is of
+        controls=rates({f"{screening}_rate": controls.get("called_screening"),
+                        f"other_source_{screening}_rate": controls.get("other_source_called_screening")}),
+        external=rates({f"{screening}_{what}": external.get(what) for what in ("sensitivity", "specificity")}),
+        scored=rates({f"{group}_{key}": entry[f"called_{what}"] for group, entry in scored.get("by_group", {}).items()
+                      for key, what in ((f"{screening}_rate", "screening"), ("group_rate", "group"))}))
+    return head, details
+
+
+def metrics_table(head: HeadlineRecord, details: DetailsRecord, classes: list[str]) -> str:
     """A short text table of the headline metrics for the terminal."""
     def fmt(v: float | None) -> str:
         return "  n/a" if v is None else f"{v:5.3f}"
 
-    lines = [f"accuracy {fmt(metrics['accuracy'])} on {metrics['n_test']} test images, macro F1 "
-             f"{fmt(metrics['macro_f1'])}",
+    lines = [f"accuracy {fmt(head.accuracy)} on {head.n_test} test images, macro F1 {fmt(head.macro_f1)}",
              f"{'class':<22}{'prec':>7}{'recall':>7}{'f1':>7}{'spec':>7}{'n':>5}"]
     for name in classes:
-        s = metrics["per_class"][name]
+        s = details.per_class[name]
         lines.append(f"{name:<22}{fmt(s['precision']):>7}{fmt(s['recall']):>7}{fmt(s['f1']):>7}"
-                     f"{fmt(s['specificity']):>7}{sum(metrics['confusion_matrix'][name].values()):>5}")
-    if "grouped_accuracy" in metrics:
-        lines.append(f"grouped view (params class_groups) accuracy {fmt(metrics['grouped_accuracy'])}")
-    if controls := metrics.get("controls"):
-        (key, own), (_, other) = controls.items()
-        lines.append(f"called {key.removesuffix('_rate')}: same-source controls {fmt(own)}, the other source's "
-                     f"test images {fmt(other)}")
-    if external := metrics.get("external"):
-        (key, sensitivity), (_, specificity) = external.items()
-        lines.append(f"a hospital never seen (external): {key.removesuffix('_sensitivity')} sensitivity "
-                     f"{fmt(sensitivity)}, specificity {fmt(specificity)}")
-    for key, value in metrics.get("scored", {}).items():
-        lines.append(f"films only scored: {key.replace('_', ' ')} {fmt(value)}")
+                     f"{fmt(s['specificity']):>7}{sum(details.confusion_matrix[name].values()):>5}")
+    if details.grouped_accuracy is not None:
+        lines.append(f"grouped view (params class_groups) accuracy {fmt(details.grouped_accuracy)}")
+    def rated(found: dict[str, Any], words: dict[str, str]) -> str:
+        return ", ".join(f"{words.get(key, key.replace('_', ' '))} {fmt(value)} (n={found.get(f'{key}_n')})"
+                         for key, value in found.items() if not key.endswith("_n"))
+
+    s = head.screening
+    if details.controls:
+        words = {f"{s}_rate": "same-source controls", f"other_source_{s}_rate": "the other source's test images"}
+        lines.append(f"called {s}: " + rated(details.controls, words))
+    if details.external:
+        lines.append("a hospital never seen: " + rated(details.external, {f"{s}_sensitivity": f"{s} sensitivity",
+                                                                            f"{s}_specificity": "specificity"}))
+    if details.scored:
+        lines.append("films only scored: " + rated(details.scored, {}))
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from coronet.evaluation.controls import clearly_above, free_rates, verdict
 from coronet.evaluation.intervals import shown
 from coronet.evaluation.stress import LUNG_TESTS
 from coronet.imaging import nuisance
-from coronet.records import RunRecord
+from coronet.records import DataRecord, EvidenceRecord, RunRecord, StressRecord
 
 # Khan, Shah, Bhat 2020, Tables IV-VI (the figures the paper reports; others are not restated here).
 IMAGE_LEVEL_NOTE = " With an image-level split shared patients are expected, and they inflate the results."
@@ -40,26 +40,26 @@ def probe_sentence(name: str, probe: dict[str, Any]) -> str:
             f"{probe['balanced_accuracy']:.3f} ({probe['folds']} folds): {verdict}.")
 
 
-def stress_section(stress: dict[str, Any], classes: list[str]) -> str:
+def stress_section(stress: StressRecord, classes: list[str]) -> str:
     """The stress tests in plain words, a table, the lungs-removed test and the warnings."""
     rows = []
-    for name, by_strength in stress["transforms"].items():
+    for name, by_strength in stress.transforms.items():
         if name in LUNG_TESTS:
             continue
         for strength, stats in by_strength.items():
             rows.append([name, strength, _pct(stats["accuracy"]), _pct(stats["flip_rate"]),
                          *(_pct(stats["flip_to"][c]) for c in classes)])
     table = _table(["transform", "strength", "accuracy", "predictions changed", *(f"to {c}" for c in classes)], rows)
-    used = [name for name in stress["transforms"] if name not in LUNG_TESTS]
+    used = [name for name in stress.transforms if name not in LUNG_TESTS]
     listing = "; ".join(f"{name}: {nuisance.TRANSFORMS[name].what}" for name in used)
-    warned = "\n".join(f"- **warning:** {w}." for w in stress["warnings"]) or (
-        f"- No transform changed more than {_pct(stress['warn_flip_rate'])} of the predictions.")
+    warned = "\n".join(f"- **warning:** {w}." for w in stress.warnings) or (
+        f"- No transform changed more than {_pct(stress.warn_flip_rate)} of the predictions.")
     return f"""## Stress tests
 Each test image was changed in a way that carries no information about disease ({listing}). A model that
 reads the lungs should barely change its answers. Many answers flipping, above all towards one class, means
 the model uses the nuisance as evidence: COVID-19 images in the public collection are often framed,
 annotated figures from papers, the others hospital films, so "frame means COVID-19" is a shortcut these data
-teach. Unchanged test accuracy: {_pct(stress["baseline"]["accuracy"])} on {stress["images"]} images. "to c": of
+teach. Unchanged test accuracy: {_pct(stress.baseline["accuracy"])} on {stress.images} images. "to c": of
 the images not predicted c before, the share predicted c after.
 
 {table}
@@ -71,9 +71,9 @@ the images not predicted c before, the share predicted c after.
 {lungs_section(stress)}"""
 
 
-def lungs_section(stress: dict[str, Any]) -> str:
+def lungs_section(stress: StressRecord) -> str:
     """The lungs-removed test (Maguolo & Nanni 2021) against chance."""
-    lungs = stress.get("lungs") or {}
+    lungs = stress.lungs
     if not lungs:
         return ""
     rows = [[key.replace("_", " "), _pct(v["accuracy"]) + _ci(v["interval"]), _pct(v["chance"]),
@@ -116,21 +116,21 @@ Controls whose finding maps to one of our classes were called that class in {map
 """
 
 
-def data_section(data: dict[str, Any], licences: dict[str, int], synthetic: bool) -> str:
+def data_section(data: DataRecord, licences: dict[str, int], synthetic: bool) -> str:
     """Where the images came from: the real sources with their licences and cohorts, or, for a synthetic
     run, only that (the real cohorts, licences and ages would describe data this model never saw)."""
     registry = sources.registered()
     if synthetic:
-        twins = ", ".join(f"{name} ({registry[name].title if name in registry else name})" for name in data["sources"])
+        twins = ", ".join(f"{name} ({registry[name].title if name in registry else name})" for name in data.sources)
         return f"""- **Synthetic images only**: the offline generator's twins of {twins}, written in those
   archives' layouts with drawn findings. No patient, hospital, age or licence stands behind them, and
   nothing measured below says anything about chest X-rays."""
     licence_lines = "\n".join(f"  - {name or 'blank'}: {n} images" for name, n in sorted(licences.items()))
     source_lines = "\n".join(f"  - {name}: {registry[name].title if name in registry else name}; licence "
-                             f"{registry[name].licence if name in registry else 'unknown'}" for name in data["sources"])
-    cohorts = "; ".join(f'"{registry[n].cohort_ages}" for {n}' for n in data["sources"]
+                             f"{registry[name].licence if name in registry else 'unknown'}" for name in data.sources)
+    cohorts = "; ".join(f'"{registry[n].cohort_ages}" for {n}' for n in data.sources
                         if n in registry and registry[n].cohort_ages)
-    return f"""- Sources (download source of this run: {data["download_source"]}):
+    return f"""- Sources (download source of this run: {data.download_source}):
 {source_lines}
 - **Confound:** each source brings its own classes (above) and its own patients, hospital, equipment and file
   format; where classes come from different sources, all of these differ with the label.
@@ -217,47 +217,47 @@ view). Test split's films of other classes called {name}, for comparison: {shown
 """
 
 
-def render(metrics: dict[str, Any], data: dict[str, Any], run: RunRecord, licences: dict[str, int],
-           classes: list[str], stress: dict[str, Any] | None = None) -> str:
+def render(evidence: EvidenceRecord, data: DataRecord, run: RunRecord, licences: dict[str, int],
+           classes: list[str], stress: StressRecord | None = None) -> str:
     """``data``: metrics/data.json (counts, the split's settings, the download source); ``run``: the train
     stage's record (the params the model was fitted with, what it was trained on)."""
-    train, trained_on = run.train, run.trained_on
-    ci, n = metrics["intervals"], metrics["n_test"]
+    train, trained_on = run.train_params(), run.trained_on
+    ci, n = evidence.intervals, evidence.n_test
     results = [
-        ["accuracy", _pct(metrics["accuracy"]) + _ci(ci["accuracy"], n), _pct(PAPER["accuracy"])],
-        ["macro F1", _pct(metrics["macro_avg"]["f1"]) + _ci(ci["macro_f1"], n), "-"],
+        ["accuracy", _pct(evidence.accuracy) + _ci(ci["accuracy"], n), _pct(PAPER["accuracy"])],
+        ["macro F1", _pct(evidence.macro_avg["f1"]) + _ci(ci["macro_f1"], n), "-"],
     ]
-    if screened := metrics["screening"].get("class"):  # params screening_class
-        scores, intervals = metrics["per_class"][screened], ci["per_class"][screened]
+    if screened := evidence.screening.get("class"):  # params screening_class
+        scores, intervals = evidence.per_class[screened], ci["per_class"][screened]
         results += [[f"{screened} precision", _pct(scores["precision"]) + _ci(intervals["precision"]),
                      _pct(PAPER["screening precision"])],
                     [f"{screened} recall (sensitivity)", _pct(scores["recall"]) + _ci(intervals["recall"]),
                      _pct(PAPER["screening recall"])]]
-    if groups := metrics["grouped"].get("groups"):  # params class_groups
+    if groups := evidence.grouped.get("groups"):  # params class_groups
         view = "; ".join(f"{g} = {' + '.join(m)}" for g, m in groups.items() if len(m) > 1)
-        results.append([f"{len(groups)}-class accuracy ({view})", _pct(metrics["grouped"]["accuracy"]),
+        results.append([f"{len(groups)}-class accuracy ({view})", _pct(evidence.grouped["accuracy"]),
                         _pct(PAPER["grouped accuracy"])])
     per_class = [[c, _pct(s["precision"]) + _ci(ci["per_class"][c]["precision"]),
                   _pct(s["recall"]) + _ci(ci["per_class"][c]["recall"]),
                   _pct(s["specificity"]) + _ci(ci["per_class"][c]["specificity"]),
-                  "n/a" if metrics["roc_auc"][c] is None else f"{metrics['roc_auc'][c]:.3f}"
+                  "n/a" if evidence.roc_auc[c] is None else f"{evidence.roc_auc[c]:.3f}"
                   + _ci(ci["roc_auc"][c], n, 1, 3), str(s["support"])]
-                 for c, s in ((c, metrics["per_class"][c]) for c in classes)]
-    splits = [s for s in ("train", "val", "test", "control", "external", "scored") if s in data["images"]]
-    counts = [[c, *(str(data["images"][s].get(c, 0)) for s in splits)] for c in classes]
-    counts += [[row, *(str(data["images"][s][key]) for s in splits)] for row, key in (("all images", "total"),
+                 for c, s in ((c, evidence.per_class[c]) for c in classes)]
+    splits = [s for s in ("train", "val", "test", "control", "external", "scored") if s in data.images]
+    counts = [[c, *(str(data.images[s].get(c, 0)) for s in splits)] for c in classes]
+    counts += [[row, *(str(data.images[s][key]) for s in splits)] for row, key in (("all images", "total"),
                                                                                       ("patients", "patients"))]
     breakdowns = []
     for title, key in (("source", "by_source"), ("age band", "by_age_band")):
         rows = [[group, str(v["n"]), _pct(v["accuracy"]), ", ".join(f"{c} {_pct(r)}" for c, r in v["recall"].items())]
-                for group, v in metrics[key].items()]
+                for group, v in getattr(evidence, key).items()]
         breakdowns.append(f"By {title}:\n\n" + _table([title, "test images", "accuracy", "recall per class"], rows))
-    probe = metrics["confound_probe"]
-    leak = metrics["leakage"]
-    group_by = data["split_settings"]["group_by"]
+    probe = evidence.confound_probe
+    leak = evidence.leakage
+    group_by = data.split_settings["group_by"]
 
     registry = sources.registered()
-    caveats = "\n".join(f"- {name}: {caveat}." for name in data["sources"] if name in registry
+    caveats = "\n".join(f"- {name}: {caveat}." for name in data.sources if name in registry
                          for caveat in registry[name].caveats)
     synthetic_note = ("\nEverything below describes that demonstration run: its numbers measure how well the model "
                       "tells the generator's drawn findings apart, not chest X-rays.\n" if trained_on.synthetic else "")
@@ -272,18 +272,17 @@ patients it would be used for.
 
 ## Data
 {data_section(data, licences, trained_on.synthetic)}
-- Images per class and split ({data["total"]} in all; {data["rejected"]["total"]} records rejected, listed in
+- Images per class and split ({data.total} in all; {data.rejected["total"]} records rejected, listed in
   data/interim/rejected.csv):
 
 {_table(["class", *splits], counts)}
 
 ## Training setup
-- Xception (weights: {train.get("weights") or "none, from scratch"}), Flatten, Dropout {train.get("dropout", "?")},
-  Dense  {train.get("dense_units", "?")} relu, Dense {len(classes)} softmax; input {train.get("image_size", "?")} px;
-  Adam lr {train.get("learning_rate", "?")}; batch {train.get("batch_size", "?")}; {train.get("epochs", "?")} epochs;
-  augmentation {train.get("augment", {})}.
-- BatchNorm: momentum {train.get("bn_momentum") or "Keras default (0.99)"}; statistics re-estimated after
-  training: {"yes" if train.get("recalibrate_bn") else "no"}.
+- {train.backbone} (weights: {train.weights or "none, from scratch"}), Flatten, Dropout {train.dropout}, Dense
+  {train.dense_units} relu, Dense {len(classes)} softmax; input {train.image_size} px; Adam lr {train.learning_rate};
+  batch {train.batch_size}; {train.epochs} epochs; augmentation {vars(train.augment)}.
+- BatchNorm: momentum {train.bn_momentum or "Keras default (0.99)"}; statistics re-estimated after
+  training: {"yes" if train.recalibrate_bn else "no"}.
 - Split: {"grouped by patient (no patient in two splits)" if group_by == "patient" else
           "by image at random, as the paper (a patient's images can fall in both training and test)"}.
 
@@ -298,8 +297,8 @@ from an image-level split of its own two sources (Cohen's COVID-19 collection an
 {_table(["class", "precision", "recall", "specificity", "ROC AUC", "test images"], per_class)}
 
 ## Calibration
-Expected calibration error {metrics["calibration"]["ece"]:.3f} ({metrics["calibration"]["bins"]} bins), Brier score
-{metrics["calibration"]["brier"]:.3f}. A probability of 0.9 should be right 9 times in 10; the diagram shows how
+Expected calibration error {evidence.calibration["ece"]:.3f} ({evidence.calibration["bins"]} bins), Brier score
+{evidence.calibration["brier"]:.3f}. A probability of 0.9 should be right 9 times in 10; the diagram shows how
 far this model is from that.
 
 ![reliability diagram](figures/reliability.png)
@@ -323,9 +322,9 @@ Patients in more than one split: {leak["patients_shared"]}; identical images in 
 {leak["images_shared"]}; groups of near duplicates in more than one split:
 {leak.get("near_duplicate_groups_shared", "not checked")}.{"" if group_by == "patient" else IMAGE_LEVEL_NOTE}
 
-{controls_section(metrics["controls"])}
-{external_section(metrics.get("external", {"not_computed": "not evaluated by this version"}), trained_on.synthetic)}
-{scored_section(metrics.get("scored", {"not_computed": "not evaluated by this version"}))}
+{controls_section(evidence.controls)}
+{external_section(evidence.external, trained_on.synthetic)}
+{scored_section(evidence.scored)}
 {stress_section(stress, classes) if stress else ""}
 ## What the model looked at
 Grad-CAM on test images per class, correct and wrong:

@@ -14,7 +14,7 @@ from PIL.PngImagePlugin import PngInfo
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from coronet.files import atomic_path
-from coronet.records import TrainingData
+from coronet.records import StressRecord, TrainingData
 
 
 def provenance(trained_on: TrainingData | None) -> PngInfo:
@@ -143,10 +143,10 @@ def reliability_figure(table: pd.DataFrame, path: Path, ece: float) -> None:
     save_figure(fig, path)
 
 
-def stress_figure(results: dict, classes: list[str], path: Path) -> None:
+def stress_figure(results: StressRecord, classes: list[str], path: Path) -> None:
     """Flip rates per transform and strength: all changed predictions, and changes towards each class."""
     rows, values = [], []
-    for name, by_strength in results["transforms"].items():
+    for name, by_strength in results.transforms.items():
         for strength, stats in by_strength.items():
             rows.append(f"{name} {strength}")
             values.append([stats["flip_rate"], *(stats["flip_to"][c] if stats["flip_to"][c] is not None else np.nan
@@ -160,6 +160,6 @@ def stress_figure(results: dict, classes: list[str], path: Path) -> None:
                 color="white" if v > 0.6 else "black", fontsize=9)
     ax.set_xticks(range(len(columns)), columns, rotation=20, ha="right")
     ax.set_yticks(range(len(rows)), rows)
-    ax.set_title(f"Stress tests: share of {results['images']} test predictions that change\n"
+    ax.set_title(f"Stress tests: share of {results.images} test predictions that change\n"
                  "(to c: of the images not predicted c before, the share predicted c after)")
     save_figure(fig, path)

@@ -22,8 +22,9 @@ from coronet.evaluation.controls import (
     scored_rows,
     scored_warnings,
 )
-from coronet.files import atomic_dir, write_csv, write_json
+from coronet.files import atomic_dir, write_csv
 from coronet.params import StressParams
+from coronet.records import EvidenceRecord, StressRecord
 
 
 def predict_all(classifier: Any, images: pd.DataFrame, batch: int, predictions_path: Path, controls_path: Path,
@@ -99,7 +100,7 @@ def write_figures(predictions: pd.DataFrame, test: pd.DataFrame, classifier: Any
 
 
 def stress_tests(classifier: Any, test: pd.DataFrame, cfg: StressParams, seed: int, batch: int, level: float,
-                 path: Path, figure: Path, screening: str | None) -> dict[str, Any]:
+                 path: Path, figure: Path, screening: str | None) -> StressRecord:
     """Nuisance transforms of the test images through the loaded model: does the answer follow the frame?
     Does it survive without the lungs?"""
     from coronet.evaluation.plots import stress_figure
@@ -109,26 +110,27 @@ def stress_tests(classifier: Any, test: pd.DataFrame, cfg: StressParams, seed: i
                          seed, batch, level)
     results.update(warn_flip_rate=cfg.warn_flip_rate, screening_class=screening,
                    lungs=stress.lung_verdicts(results), warnings=stress.warnings(results, cfg.warn_flip_rate))
-    write_json(path, results)
-    stress_figure(results, classifier.classes, figure)
+    record = StressRecord.from_json(results)
+    record.write(path)
+    stress_figure(record, classifier.classes, figure)
     print(f"stress tests: {sum(map(len, cfg.transforms.values()))} transformed copies of {len(test)} test images in "
           f"{time.monotonic() - started:.1f} s")
-    return results
+    return record
 
 
-def shortcut_warnings(metrics: dict[str, Any], stressed: dict[str, Any], more: list[str]) -> list[str]:
+def shortcut_warnings(evidence: EvidenceRecord, stressed: StressRecord, more: list[str]) -> list[str]:
     """What a reader of the numbers must not miss: a predictable source, controls called COVID, predictions
     that follow a frame or survive without the lungs."""
     found = [f"the image source is predictable from {name.replace('_', ' ')} (AUC {probe['auc']:.3f}): the data "
-             "permit a shortcut" for name, probe in metrics["confound_probe"].items()
+             "permit a shortcut" for name, probe in evidence.confound_probe.items()
              if isinstance(probe, dict) and probe.get("auc", 0) >= PROBE_WARNING_AUC]
-    controls = metrics.get("controls", {})
+    controls = evidence.controls
     if "called_screening" in controls:
         c, o = controls["called_screening"], controls["other_source_called_screening"]
         if clearly_above(c, o):
             found.append(f"{c['rate']:.0%} of the same-source controls (no {controls['screening_class']}) are called "
                          f"{controls['screening_class']}, against {o['rate']:.0%} of the other source's test images: "
                          "the model reads the source")
-    found += external_warnings(metrics.get("external", {}))
-    found += scored_warnings(metrics.get("scored", {}))
-    return [f"warning: {text}; see metrics/model_card.md" for text in [*found, *stressed["warnings"], *more]]
+    found += external_warnings(evidence.external)
+    found += scored_warnings(evidence.scored)
+    return [f"warning: {text}; see metrics/model_card.md" for text in [*found, *stressed.warnings, *more]]

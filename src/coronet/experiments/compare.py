@@ -5,23 +5,44 @@ from __future__ import annotations
 
 import ast
 import shutil
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 
-def shown_metrics(screening: str | None, scored_groups: tuple[str, ...] = ()) -> dict[str, str]:
-    """Headline metrics shown, in order (metrics/metrics.json keys -> column titles); ``scored_groups``: the
+@dataclass(frozen=True)
+class Shown:
+    """A metric column: its key in the metrics files, its title and where its n comes from (a key, or
+    ``n_test - key`` for the films not of the screened class); n is shown beside the rate."""
+
+    title: str
+    n: str | None = None
+    minus: bool = False  # n is n_test minus the ``n`` column
+
+
+def shown_metrics(screening: str | None, scored_groups: tuple[str, ...] = ()) -> dict[str, Shown]:
+    """Headline metrics shown, in order (metrics.json and details.json keys -> columns); ``scored_groups``: the
     class groups of films only scored (params merge.sources.<name>.scored), each shown as its share called the
     screened class."""
-    screened = {f"{screening}_vs_rest.sensitivity": f"{screening} sens",
-                f"{screening}_vs_rest.specificity": f"{screening} spec",
-                f"controls.{screening}_rate": f"ctrl {screening}",
-                f"external.{screening}_sensitivity": f"ext {screening} sens",
-                f"external.{screening}_specificity": "ext spec",
-                **{f"scored.{g}_{screening}_rate": f"{g} as {screening}" for g in scored_groups}} if screening else {}
-    return {"accuracy": "accuracy", "macro_f1": "macro F1", "weighted_f1": "wtd F1", "grouped_accuracy": "grouped",
-            **screened, "ece": "ECE", "n_test": "n test"}
+    s = screening
+    screened = {f"{s}_sensitivity": Shown(f"{s} sens", f"per_class.{s}.support"),
+                f"{s}_specificity": Shown(f"{s} spec", f"per_class.{s}.support", minus=True),
+                f"controls.{s}_rate": Shown(f"ctrl {s}", f"controls.{s}_rate_n"),
+                f"external.{s}_sensitivity": Shown(f"ext {s} sens", f"external.{s}_sensitivity_n"),
+                f"external.{s}_specificity": Shown("ext spec", f"external.{s}_specificity_n"),
+                **{f"scored.{g}_{s}_rate": Shown(f"{g} as {s}", f"scored.{g}_{s}_rate_n")
+                   for g in scored_groups}} if s else {}
+    return {"accuracy": Shown("accuracy", "n_test"), "macro_f1": Shown("macro F1"),
+            "grouped_accuracy": Shown("grouped", "n_test"), **screened, "ece": Shown("ECE")}
+
+
+def legend(screening: str | None) -> str:
+    """One line saying what the columns mean."""
+    s = screening or "the screened class"
+    return (f"rate (n: the films it is of) · sens: {s} films called {s} · spec: other films not called {s} · "
+            f"ctrl: same-source controls called {s} · ext: a hospital never seen · ECE: calibration error · "
+            "-: not computed")
 
 
 def ignored(key: str) -> bool:
@@ -60,17 +81,21 @@ def short_names(keys: list[str]) -> dict[str, str]:
     return names
 
 
-def comparison(rows: list[dict[str, Any]], params: list[str], shown: dict[str, str]) -> pd.DataFrame:
-    """One line per experiment (the baseline commit first): name, headline metrics, differing params."""
+def comparison(rows: list[dict[str, Any]], params: list[str], shown: dict[str, Shown]) -> pd.DataFrame:
+    """One line per experiment (the baseline commit first): name, headline metrics with n, differing params."""
     rows = [r for r in rows if r.get("rev") != "workspace"]
     differing = [p for p in params if len({str(column(r, p)) for r in rows}) > 1]
     names = short_names(differing)
     table = []
     for row in rows:
         line = {"experiment": row.get("Experiment") or str(row.get("rev", ""))[:7]}
-        for key, title in shown.items():
+        for key, spec in shown.items():
             value = column(row, key)
-            line[title] = f"{value:.3f}" if isinstance(value, float) and key != "n_test" else text(value)
+            n = column(row, spec.n) if spec.n else None
+            if spec.minus and n is not None:
+                n = column(row, "n_test") - n if column(row, "n_test") is not None else None
+            line[spec.title] = (f"{value:.3f}" if isinstance(value, float) else text(value)) + (
+                f" ({text(n)})" if value is not None and n is not None else "")
         line.update({names[key]: text(column(row, key)) for key in differing})
         table.append(line)
     return pd.DataFrame(table)
@@ -110,4 +135,4 @@ def main(revs: list[str] | None, num: int, width: int | None = None) -> tuple[st
     groups = tuple(sorted({g for source in MergeParams.parse(params).sources.values() for g in source.scored.values()}))
     frame = comparison(rows, names, shown_metrics(screening, groups))
     width = width or max(80, shutil.get_terminal_size((120, 40)).columns)
-    return frame.to_string(index=False, line_width=width), rows, screening
+    return f"{frame.to_string(index=False, line_width=width)}\n{legend(screening)}", rows, screening

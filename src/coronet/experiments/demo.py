@@ -9,13 +9,15 @@ cache instead of recomputing it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from coronet import paths
+from coronet.records import DetailsRecord, HeadlineRecord
 
 # CPU-sized: 71 px is Xception's smallest input; from scratch, BatchNorm needs the fixes of PIPELINE.md,
 # and the first steps need a warm-up (see README "The demo on any CPU").
@@ -52,16 +54,19 @@ def git(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], capture_output=True, text=True)
 
 
-def experiment_metrics(name: str, baseline: str) -> dict | None:
-    """metrics/metrics.json as committed in the experiment ``name`` of the commit ``baseline`` (named
-    explicitly: HEAD may have moved while the experiment ran)."""
+def experiment_metrics(name: str, baseline: str) -> tuple[HeadlineRecord, DetailsRecord] | None:
+    """metrics/metrics.json and details.json as committed in the experiment ``name`` of the commit
+    ``baseline`` (named explicitly: HEAD may have moved while the experiment ran)."""
     import dvc.api
 
     row = next((r for r in dvc.api.exp_show(revs=baseline) if r.get("Experiment") == name), None)
     if row is None:
         return None
-    shown = git("show", f"{row['rev']}:metrics/metrics.json")
-    return json.loads(shown.stdout) if shown.returncode == 0 else None
+    shown = [git("show", f"{row['rev']}:{path}") for path in (paths.HEADLINE, paths.DETAILS)]
+    if any(s.returncode for s in shown):
+        return None
+    return (HeadlineRecord.loads(shown[0].stdout, f"{paths.HEADLINE} of {name}"),
+            DetailsRecord.loads(shown[1].stdout, f"{paths.DETAILS} of {name}"))
 
 
 def bring_in(name: str) -> bool:
@@ -119,7 +124,7 @@ def main() -> int:
         print(f"\nExperiment {name} finished in {minutes}; `dvc exp show` lists it with its metrics.")
     else:
         print(f"\nExperiment {name} finished in {minutes}. Test metrics (synthetic data, 71 px, from scratch):")
-        print(metrics_table(metrics, classes))
+        print(metrics_table(*metrics, classes))
     applied = bring_in(name)
     if applied:
         write_samples()
@@ -129,7 +134,7 @@ def main() -> int:
 The demo's model was trained on SYNTHETIC images: its answers on real X-rays mean nothing.
 {where}
   . .venv/bin/activate              the project's environment (dvc, coronet, mlflow)
-  dvc metrics show                  the headline numbers (dvc metrics show metrics/data.json: the data)
+  dvc metrics show metrics/metrics.json   six headline numbers (metrics/details.json: per class, shortcut checks)
   dvc plots show                    curves, confusion matrix and figures: dvc_plots/index.html (works offline)
   make compare                      this experiment beside the others, readable at 120 columns
   coronet predict samples/          classify the demo's sample images (one test image per class) with this model

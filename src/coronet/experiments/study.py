@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coronet import paths
 from coronet.console import positive_int
 from coronet.errors import UserError
 from coronet.evaluation.intervals import shown
+from coronet.records import EvidenceRecord, R, StressRecord
 
 # Each mitigation as overrides of the baseline (params train.nuisance and merge.controls.role).
 NUISANCE = {"train.nuisance.frame.p": 0.5, "train.nuisance.marker.p": 0.3, "train.nuisance.crop_zoom.p": 0.3,
@@ -150,14 +152,17 @@ def failure(name: str) -> str:
     return (errors or lines or ["no log"])[-1][:200]
 
 
-def read(rev: str, path: str, repo: str | None = None) -> dict[str, Any]:
-    """A JSON output of an experiment commit: from git (metrics) or DVC's cache (evidence, stress)."""
+def read(rev: str, record: type[R], path: Path, repo: str | None = None) -> R | None:
+    """An evaluation record of an experiment commit, from git (metrics) or DVC's cache (evidence, stress);
+    None for an experiment that failed before writing it. A damaged one is a RecordError naming it."""
     import dvc.api
+    from dvc.exceptions import DvcException
 
     try:
-        return json.loads(dvc.api.read(path, repo=repo, rev=rev))
-    except Exception:  # an experiment that failed before writing it
-        return {}
+        text = dvc.api.read(str(path), repo=repo, rev=rev, mode="rb")
+    except (FileNotFoundError, DvcException):
+        return None
+    return record.loads(text, f"{path} of {rev[:7]}")
 
 
 def _pct(v: Any) -> str:
@@ -169,19 +174,19 @@ def _ci(interval: dict[str, float] | None) -> str:
 
 
 def row(name: str, rev: str, screening: str) -> dict[str, str]:
-    evidence, stress = read(rev, "metrics/evidence.json"), read(rev, "metrics/stress.json")
-    if not evidence:
+    evidence, stress = read(rev, EvidenceRecord, paths.EVIDENCE), read(rev, StressRecord, paths.STRESS)
+    if not evidence or not stress:
         return {"experiment": name, "accuracy": "failed"}
-    controls = evidence.get("controls", {})
+    controls = evidence.controls
     called = controls.get("called_screening", {})
-    frame = stress.get("transforms", {}).get(FRAME[0], {}).get(FRAME[1], {})
-    lungs = next(iter(stress.get("lungs", {}).values()), {}) if stress.get("lungs") else {}
-    probe = evidence.get("confound_probe", {}).get("model_features", {})
+    frame = stress.transforms.get(FRAME[0], {}).get(FRAME[1], {})
+    lungs = next(iter(stress.lungs.values()), {})
+    probe = evidence.confound_probe["model_features"]
     return {
         "experiment": name,
-        "n test": str(evidence.get("n_test", "-")),
-        "accuracy (95% CI)": _pct(evidence.get("accuracy")) + _ci(evidence.get("intervals", {}).get("accuracy")),
-        f"{screening} recall": _pct(evidence.get("per_class", {}).get(screening, {}).get("recall")),
+        "n test": str(evidence.n_test),
+        "accuracy (95% CI)": _pct(evidence.accuracy) + _ci(evidence.intervals["accuracy"]),
+        f"{screening} recall": _pct(evidence.per_class[screening]["recall"]),
         f"controls called {screening} (n)": (_pct(called.get("rate")) + _ci(called.get("interval"))
                                               + f" n={called.get('n', 0)}") if called else "-",
         f"other source called {screening}": _pct(controls.get("other_source_called_screening", {}).get("rate")),
@@ -189,9 +194,9 @@ def row(name: str, rev: str, screening: str) -> dict[str, str]:
         "lungs removed (chance)": (f"{_pct(lungs.get('accuracy'))} ({_pct(lungs.get('chance'))})"
                                    if lungs else "-"),
         "probe AUC": f"{probe['auc']:.2f}" if "auc" in probe else "-",
-        **external_columns(evidence.get("external", {}), screening),
+        **external_columns(evidence.external, screening),
         **{f"{group} as {screening}": cell(entry["called_screening"])
-           for group, entry in evidence.get("scored", {}).get("by_group", {}).items()},
+           for group, entry in evidence.scored.get("by_group", {}).items()},
     }
 
 

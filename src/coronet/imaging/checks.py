@@ -16,11 +16,24 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from coronet.records import StressRecord
+
 MIN_SIDE = 32  # pixels: below this there is no chest to see
 MAX_ASPECT = 4.0  # a strip, not a film
 MIN_STD = 1.0  # grey levels: a uniform image
 BORDER_WARN = 0.03  # share of a side covered by a uniform band
 MARKER_WARN = 0.004  # share of a corner covered by thin bright strokes (text, arrows)
+# Share of the image covered by small near-white glyphs along its edges: a hospital's lead side marker ("D",
+# "L", "R"), a printed label. Measured on the real films of ../shared/reference (docs/evidence.md): 0.0009 and
+# more on each of Actualmed's 9 marked films, at most 0.0001 on its clean one and on the public collection's
+# clean films.
+GLYPH_WARN = 0.0008
+# What the checks cannot see, said wherever they answer: a clean bill covers only what they look for.
+BLIND_SPOTS = ("The checks look for a uniform border, burned-in text and side markers near the edges, and low "
+               "resolution. They cannot see markers inside the lungs, grey or handwritten annotations, tubes, "
+               "wires and electrodes, the patient's age or position, or the hospital and machine the film came "
+               "from, all of which a model may read. Of 47 marked films of the public archives they missed 7.")
+GLYPH_SIDE = 512  # glyphs are looked for on a max-pooled copy of this size: pooling keeps a thin white stroke
 # A uniform line: its spread, and its distance from the band's first line. Calibrated on real-mini and
 # synthetic films: smooth real backgrounds and the phantoms' gradients pass, JPEG-compressed frames do not.
 LINE_STD, LINE_STEP = 1.0, 3.0
@@ -77,6 +90,32 @@ def marker_share(gray: np.ndarray) -> float:
     return float(max(part.mean() for band in bands for part in np.array_split(band, 3, axis=1)))
 
 
+def glyph_share(gray: np.ndarray) -> float:
+    """The share of the image covered by small near-white glyphs along its edges: bright structures narrower
+    than a 3% window (a white top-hat), at least 60 levels above their surroundings, each smaller than an
+    eighth of the image and centred in its outer fifth. Lead markers and printed labels are; anatomy (larger,
+    dimmer, central) and wires (long) are not."""
+    from scipy import ndimage
+
+    f = max(1, int(np.ceil(max(gray.shape) / GLYPH_SIDE)))
+    h, w = gray.shape[0] // f * f, gray.shape[1] // f * f
+    small = gray[:h, :w].reshape(h // f, f, w // f, f).max(axis=(1, 3)).astype(np.int16)
+    h, w = small.shape
+    bright = (ndimage.white_tophat(small, size=max(3, round(0.03 * max(h, w)))) >= 60) & (small >= 200)
+    labels, _ = ndimage.label(bright)
+    edge = np.ones((h, w), dtype=bool)
+    edge[round(0.22 * h):h - round(0.22 * h), round(0.22 * w):w - round(0.22 * w)] = False
+    covered = 0
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        rows, cols = box
+        if max(rows.stop - rows.start, cols.stop - cols.start) > 0.12 * max(h, w):
+            continue  # a wire, a rib's edge: long
+        area = int((labels[box] == i).sum())
+        if area >= 6 and edge[(rows.start + rows.stop) // 2, (cols.start + cols.stop) // 2]:
+            covered += area
+    return covered / (h * w)
+
+
 def inspect(gray: np.ndarray, trained_size: int = 224) -> list[Finding]:
     """Every finding for one decoded 8-bit grayscale image; ``trained_size``: the resize stage's size."""
     h, w = gray.shape
@@ -97,9 +136,11 @@ def inspect(gray: np.ndarray, trained_size: int = 224) -> list[Finding]:
         found.append(Finding("border", "warn", round(sides[widest], 3),
                              f"uniform border or padding ({', '.join(framed)}; up to {sides[widest]:.0%} of a side)",
                              edge_level(gray, widest)))
-    markers = marker_share(gray)
-    if markers >= MARKER_WARN:
-        found.append(Finding("marker", "warn", round(markers, 4), "burned-in text or markers near the edges"))
+    strokes, glyphs = marker_share(gray), glyph_share(gray)
+    if strokes >= MARKER_WARN or glyphs >= GLYPH_WARN:
+        what = ("burned-in text near the edges" if strokes >= MARKER_WARN else
+                "a side marker or label burned in near the edges")
+        found.append(Finding("marker", "warn", round(max(strokes, glyphs), 4), what))
     if min(h, w) < trained_size:
         found.append(Finding("low_resolution", "warn", float(min(h, w)),
                              f"{w} x {h} pixels, below the {trained_size} px the model was trained at"))
@@ -131,7 +172,7 @@ def stress_strength(finding: Finding, trained_size: int = 224) -> float:
     return finding.value
 
 
-def measured_effect(finding: Finding, stress: dict[str, Any] | None, trained_size: int = 224) -> str:
+def measured_effect(finding: Finding, stress: StressRecord | None, trained_size: int = 224) -> str:
     """"a 20% border changed 70% of this model's test answers (34 images)": the stress result nearest to
     what was found, from this model's metrics/stress.json; "" when the model has none for it."""
     if not stress or finding.check not in STRESS_OF:
@@ -139,14 +180,14 @@ def measured_effect(finding: Finding, stress: dict[str, Any] | None, trained_siz
     wanted = stress_strength(finding, trained_size)
     options = [(abs(float(strength) - wanted), name, strength, stats)
                for name in stress_names(finding)
-               for strength, stats in stress.get("transforms", {}).get(name, {}).items()]
+               for strength, stats in stress.transforms.get(name, {}).items()]
     if not options:
         return ""
     _, name, strength, stats = min(options, key=lambda o: (o[0], o[1]))
     what = {"frame_median": f"a {float(strength):.0%} uniform border", "frame_black": f"a {float(strength):.0%} black "
             "border", "annotation": "a burned-in marker", "downscale": f"{float(strength):.0%} less resolution"}[name]
-    towards = stress.get("screening_class") or max(stats["flip_to"], key=lambda c: stats["flip_to"][c] or 0)
+    towards = stress.screening_class or max(stats["flip_to"], key=lambda c: stats["flip_to"][c] or 0)
     to_share = stats["flip_to"].get(towards)
     extra = f", turning {to_share:.0%} of the others into {towards}" if to_share else ""
     return (f"in this model's stress tests {what} changed {stats['flip_rate']:.0%} of its answers on "
-            f"{stress.get('images', '?')} test images{extra}")
+            f"{stress.images} test images{extra}")

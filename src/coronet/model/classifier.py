@@ -26,6 +26,14 @@ class Classifier:
     groups: dict[str, list[str]] = field(default_factory=dict)  # params class_groups at training time
     screening: str | None = None  # params screening_class at training time
     trained_on: TrainingData | None = None  # what it learned from: every place that speaks for it says so
+    backbone: str = "xception"  # params train.backbone at training time
+
+    @property
+    def gradcam_layer(self) -> str:
+        """Its backbone's last convolutional activation, where Grad-CAM looks."""
+        from coronet.model.network import backbone
+
+        return backbone(self.backbone).last_conv
 
     @classmethod
     def load(cls, model_path: str | Path, meta_path: str | Path | None = None) -> Classifier:
@@ -45,7 +53,8 @@ class Classifier:
                                      f"{shape[0]} px and gives {shape[1]} outputs, the record says "
                                      f"{contract.image_size} px and {contract.outputs}: rerun the train stage")
         return cls(model, list(contract.classes), contract.image_size, contract.resize_size,
-                   contract.resize_mode, dict(contract.groups), contract.screening, record.trained_on)
+                   contract.resize_mode, dict(contract.groups), contract.screening, record.trained_on,
+                   contract.backbone)
 
     def prepare_gray(self, gray: np.ndarray) -> np.ndarray:
         """A decoded grayscale image -> the model's input: the resize stage's steps, then the training

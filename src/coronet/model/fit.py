@@ -66,7 +66,8 @@ def compiled_model(cfg: TrainParams, classes: list[str], steps_per_epoch: int) -
     """The paper's model compiled with Adam and cross-entropy (accuracy as its metric)."""
     import keras
 
-    model = build_model(classes, cfg.image_size, cfg.weights, cfg.dropout, cfg.dense_units, cfg.bn_momentum)
+    model = build_model(classes, cfg.image_size, cfg.weights, cfg.dropout, cfg.dense_units, cfg.bn_momentum,
+                        cfg.backbone)
     optimizer = keras.optimizers.Adam(learning_rate(cfg, steps_per_epoch), clipnorm=cfg.clipnorm)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     return model

@@ -47,19 +47,16 @@ def model_summary(served: Any) -> str:
     screening = served.classifier.screening
     lines = [f"**Model:** {served.name}" + (f" · training run `{served.run_id}`" if served.run_id else "")
              + (f" · {served.created}" if served.created else "")]
-    if head:
-        ci = evidence.get("intervals", {})
-        n = head.get("n_test")
-        parts = [f"accuracy {_pct(head.get('accuracy'))}{_ci(ci.get('accuracy'), n)} on {n or '?'} test images",
-                 f"macro F1 {_pct(head.get('macro_f1'))}{_ci(ci.get('macro_f1'), n)}"]
-        if screening and f"{screening}_vs_rest" in head:
-            recall = ci.get("per_class", {}).get(screening, {}).get("recall")
-            parts.append(f"{screening} sensitivity {_pct(head[f'{screening}_vs_rest']['sensitivity'])}{_ci(recall)}")
-        controls = evidence.get("controls", {}).get("called_screening")
-        if controls:
+    if head and evidence:
+        ci, n = evidence.intervals, head.n_test
+        parts = [f"accuracy {_pct(head.accuracy)}{_ci(ci['accuracy'], n)} on {n} test images",
+                 f"macro F1 {_pct(head.macro_f1)}{_ci(ci['macro_f1'], n)}"]
+        if screening and head.screening == screening:
+            parts.append(f"{screening} sensitivity {_pct(head.sensitivity)}{_ci(ci['per_class'][screening]['recall'])}")
+        if controls := evidence.controls.get("called_screening"):
             rate = _pct(controls["rate"]) + _ci(controls["interval"])
             parts.append(f"same-source controls called {screening}: {rate}")
-        external = evidence.get("external", {})
+        external = evidence.external
         if "sensitivity" in external:  # a hospital it never saw
             sources = ", ".join(external["by_source"])
             twin = served.classifier.trained_on is not None and served.classifier.trained_on.synthetic
@@ -68,11 +65,11 @@ def model_summary(served: Any) -> str:
                          f"{_ci(external['sensitivity']['interval'])}, specificity "
                          f"{_pct(external['specificity']['rate'])}{_ci(external['specificity']['interval'])}"
                          + "".join(f" ({note})" for note in free_rates(external)))
-        for group, entry in evidence.get("scored", {}).get("by_group", {}).items():  # an adult's pneumonia
+        for group, entry in evidence.scored.get("by_group", {}).items():  # an adult's pneumonia
             called = entry["called_screening"]
             parts.append(f"{', '.join(entry['sources'])} {group} films (only scored, never trained on) called "
                          f"{screening}: {_pct(called['rate'])}{_ci(called['interval'])} of {called['n']}")
-        parts.append(f"calibration error (ECE) {head.get('ece', 0):.3f}")
+        parts.append(f"calibration error (ECE) {head.ece:.3f}" if head.ece is not None else "no calibration error")
         lines.append("**Its test results:** " + "; ".join(parts) + ".")
     else:
         lines.append("No evaluation was found beside this model: no test results to show.")
@@ -102,6 +99,7 @@ def image_report(name: str, row: dict[str, Any], findings: list[checks.Finding],
             lines.append(f"- {finding.message}" + (f": {effect}" if effect else ""))
     else:
         lines.append("\nInput checks: no border, burned-in marker or low resolution found.")
+    lines.append(f"\n*{checks.BLIND_SPOTS}*")
     return "\n".join(lines) + "\n"
 
 

@@ -7,16 +7,18 @@ come what its evaluation measured (headline metrics, intervals, stress tests), w
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import json
 import sys
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coronet import paths
 from coronet.errors import UserError
 from coronet.model.classifier import Classifier
+from coronet.records import EvidenceRecord, HeadlineRecord, StressRecord
 
 
 class ModelUnavailableError(UserError):
@@ -33,16 +35,21 @@ class Served:
     name: str  # the file, or the registered name and version
     run_id: str | None = None
     created: str = ""
-    headline: dict[str, Any] = field(default_factory=dict)  # metrics/metrics.json of its evaluation
-    evidence: dict[str, Any] = field(default_factory=dict)  # metrics/evidence.json (intervals)
-    stress: dict[str, Any] | None = None  # metrics/stress.json: what its input checks quote
+    # Its evaluation, where one was found (None: none beside it); a damaged file is an error, never hidden.
+    headline: HeadlineRecord | None = None  # metrics/metrics.json
+    evidence: EvidenceRecord | None = None  # metrics/evidence.json (intervals, controls, a hospital never seen)
+    stress: StressRecord | None = None  # metrics/stress.json: what its input checks quote
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+EVALUATION = {"headline": (paths.HEADLINE.name, HeadlineRecord), "evidence": (paths.EVIDENCE.name, EvidenceRecord),
+              "stress": (paths.STRESS.name, StressRecord)}
+
+
+def evaluation(folder: Path, where: str = "") -> dict[str, Any]:
+    """The evaluation records in ``folder`` (a project's metrics/, a run's downloaded artifacts, then named
+    ``where``), by Served's field; one absent is None, one damaged a RecordError naming it."""
+    return {key: record.loads((folder / name).read_bytes(), f"{where}{name}" if where else str(folder / name))
+            if (folder / name).is_file() else None for key, (name, record) in EVALUATION.items()}
 
 
 def from_file(model: Path) -> Served:
@@ -54,11 +61,9 @@ def from_file(model: Path) -> Served:
         record = RunRecord.read(model.with_name("run.json"))
     except (OSError, ValueError) as exc:
         raise ModelUnavailableError(f"cannot load the model {model}: {exc}") from None
-    metrics = model.resolve().parent.parent / paths.METRICS.name
-    stress = _json(metrics / paths.STRESS.name) or None
     created = dt.datetime.fromtimestamp(model.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-    return Served(classifier, str(model), record.run_id, created, _json(metrics / paths.HEADLINE.name),
-                  _json(metrics / paths.EVIDENCE.name), stress)
+    return Served(classifier, str(model), record.run_id, created,
+                  **evaluation(model.resolve().parent.parent / paths.METRICS.name))
 
 
 def from_registry(model_uri: str) -> Served:
@@ -92,15 +97,16 @@ def from_registry(model_uri: str) -> Served:
                 version = client.get_model_version(registered, number)
             name = f"{registered} version {version.version}" + (f" (@{ref})" if ref else "")
             created = dt.datetime.fromtimestamp(version.creation_timestamp / 1000).strftime("%Y-%m-%d %H:%M")
-        with_artifacts = {}
-        if run_id:
-            for artifact in ("metrics.json", "evidence.json", "stress.json"):
-                local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact)
-                with_artifacts[artifact] = _json(Path(local))
-    except MlflowException:  # what is known about it is a nicety; the model itself loaded
-        with_artifacts = {}
-    return Served(classifier, name, run_id, created, with_artifacts.get("metrics.json", {}),
-                  with_artifacts.get("evidence.json", {}), with_artifacts.get("stress.json") or None)
+    except MlflowException:  # its name and date are niceties; the model itself loaded
+        pass
+    found = {}
+    if run_id:
+        with tempfile.TemporaryDirectory(prefix="coronet-evaluation-") as folder:
+            for artifact, _ in EVALUATION.values():
+                with contextlib.suppress(MlflowException):  # a run logged without its evaluation: nothing to quote
+                    mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=folder)
+            found = evaluation(Path(folder), f"run {run_id}'s artifact ")
+    return Served(classifier, name, run_id, created, **found)
 
 
 DISCLAIMER = "CoroNet is research software, not a medical device: do not use its output for diagnosis."

@@ -205,7 +205,7 @@ def gradcam_overlay(classifier: Classifier, item: Prediction, class_name: str | 
     from coronet.evaluation.gradcam import caption, gradcam, is_empty, overlay
 
     index = classifier.classes.index(class_name) if class_name else None
-    heatmap, used = gradcam(classifier.model, item.model_input, index)
+    heatmap, used = gradcam(classifier.model, item.model_input, classifier.gradcam_layer, index)
     empty = is_empty(heatmap)
     text = caption(classifier.classes[used], float(item.probabilities[used]), empty)
     if classifier.trained_on is not None:  # everything a model draws says what it learned from
