@@ -33,6 +33,8 @@ INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C
 def run_stage(main: Callable[[], int], interrupted: str = "") -> None:
     """Runs a stage's ``main`` and exits with its code; a UserError becomes one ``error:`` line, exit 1;
     Ctrl-C one ``interrupted:`` line (with ``interrupted``: what was kept), exit 130."""
+    from coronet.console import note_stage_time
+
     try:
         code = main()
     except UserError as exc:
@@ -45,4 +47,6 @@ def run_stage(main: Callable[[], int], interrupted: str = "") -> None:
             raise
         print(f"interrupted{': ' + interrupted if interrupted else ''}", file=sys.stderr)
         sys.exit(INTERRUPTED)
+    if code == 0:
+        note_stage_time()
     sys.exit(code)

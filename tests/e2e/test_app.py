@@ -81,6 +81,9 @@ def test_the_page_classifies_explains_and_checks_like_coronet_predict(page, pipe
     stress = json.loads((pipeline.project / "metrics/stress.json").read_text())
     changed = stress["transforms"]["frame_median"]["0.2"]["flip_rate"]
     assert f"a 20% uniform border changed {changed:.0%} of its answers on {stress['images']} test images" in report
+    from coronet.imaging.checks import BLIND_SPOTS
+
+    assert BLIND_SPOTS in report  # what the checks cannot see, under every answer
     # a bad file gets its message; the others are answered
     assert by_file["notes.png"]["error"].startswith("not a recognised image format") and "Not classified" in report
     assert "Answer:" in report and "Grouped view" in report and "covid probability" in report

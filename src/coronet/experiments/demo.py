@@ -13,10 +13,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from coronet import paths
+from coronet.console import STAGE_TIMES, stage_time_table
 from coronet.records import DetailsRecord, HeadlineRecord
 
 # CPU-sized: 71 px is Xception's smallest input; from scratch, BatchNorm needs the fixes of PIPELINE.md,
@@ -112,8 +114,10 @@ def main() -> int:
     name = time.strftime("demo-%Y%m%d-%H%M%S")
     command = ["exp", "run", "--temp", "-n", name] + [f"-S{k}={v}" for k, v in OVERRIDES.items()]
     print("$ dvc " + " ".join(command), flush=True)
+    times = Path(tempfile.mkdtemp(prefix="coronet-demo-")) / "stage_times.jsonl"
+    times.touch()
     started = time.monotonic()
-    if subprocess.run([*DVC, *command], env=this_environment()).returncode != 0:
+    if subprocess.run([*DVC, *command], env={**this_environment(), STAGE_TIMES: str(times)}).returncode != 0:
         print(f"error: the demo experiment {name} failed; its stage's message is above", file=sys.stderr)
         return 1
     elapsed = time.monotonic() - started
@@ -125,6 +129,8 @@ def main() -> int:
     else:
         print(f"\nExperiment {name} finished in {minutes}. Test metrics (synthetic data, 71 px, from scratch):")
         print(metrics_table(*metrics, classes))
+    print(f"\nWhere the time went:\n{stage_time_table(times, elapsed)}")
+    shutil.rmtree(times.parent, ignore_errors=True)
     applied = bring_in(name)
     if applied:
         write_samples()
