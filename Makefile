@@ -125,6 +125,7 @@ bench: venv
 	$(BIN)/python benchmarks/first_steps.py
 	$(BIN)/python benchmarks/first_epoch.py
 	$(BIN)/python benchmarks/tar_parts.py
+	$(BIN)/python benchmarks/backbones.py
 
 clean-venv:
 	rm -rf $(VENV) .venv-flavour
