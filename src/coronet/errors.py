@@ -28,13 +28,27 @@ def debug() -> bool:
 
 
 INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C
+STAGE_TIMES = "CORONET_STAGE_TIMES"  # names a file each stage adds its wall time to (make demo's time table)
+
+
+def note_stage_time() -> None:
+    """Adds this stage's wall time since its process started (interpreter and imports included) to the file
+    ``$CORONET_STAGE_TIMES`` names, one JSON line, when it names one."""
+    import json
+    import time
+    from pathlib import Path
+
+    import psutil
+
+    if target := os.environ.get(STAGE_TIMES):
+        seconds = time.time() - psutil.Process().create_time()
+        with open(target, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"stage": Path(sys.argv[0]).stem, "seconds": round(seconds, 1)}) + "\n")
 
 
 def run_stage(main: Callable[[], int], interrupted: str = "") -> None:
     """Runs a stage's ``main`` and exits with its code; a UserError becomes one ``error:`` line, exit 1;
     Ctrl-C one ``interrupted:`` line (with ``interrupted``: what was kept), exit 130."""
-    from coronet.console import note_stage_time
-
     try:
         code = main()
     except UserError as exc:

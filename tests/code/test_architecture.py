@@ -17,7 +17,7 @@ def module_name(path) -> str:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """coronet module -> the coronet modules it imports, at the top or inside functions alike."""
+    """Coronet module -> the coronet modules it imports, at the top or inside functions alike."""
     modules = {module_name(p): p for p in (SRC / "coronet").rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
@@ -57,7 +57,7 @@ def test_no_import_cycles_in_the_library():
 
 
 def test_the_top_level_holds_at_most_eight_modules():
-    """Issue 26: 13 flat modules held a third of the library; each part that holds several has its folder."""
+    """13 flat modules held a third of the library; each part that holds several has its folder."""
     top = sorted(p.stem for p in (SRC / "coronet").glob("*.py") if p.stem != "__init__")
     assert 0 < len(top) <= 8, top
 

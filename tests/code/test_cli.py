@@ -8,6 +8,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def run(capsys, *args):
 def test_folder_json_all_good(capsys, model_path, images):
     code, out, err = run(capsys, str(images), "--model", str(model_path), "--format", "json")
     assert code == 0 and DISCLAIMER in err and DISCLAIMER not in out
-    # A synthetic model says so (issue 24): one line on stderr, and in every answer
+    # A synthetic model says so: one line on stderr, and in every answer
     assert any(line.startswith("model: ") and "SYNTHETIC images" in line for line in err.splitlines())
     rows = json.loads(out)
     assert [Path(r["file"]).resolve().relative_to(images.resolve()).as_posix() for r in rows] == [
@@ -108,7 +109,7 @@ def test_table_and_gradcam(capsys, model_path, images, tmp_path, monkeypatch):
     for line in lines:  # p is the predicted class's probability
         _, predicted, p, *_ = line.split()
         assert predicted in CLASSES and 0.25 <= float(p) <= 1
-    assert max(map(len, out.splitlines())) <= 120  # issue 24: rows of ~160 columns wrapped at 120
+    assert max(map(len, out.splitlines())) <= 120  # rows of ~160 columns wrapped at 120
     code, wide, _ = run(capsys, "a.png", "sub", "--model", str(model_path), "--wide")
     assert wide.splitlines()[0].split()[:9] == ["file", "predicted", *CLASSES, "group", "COVID", "NORMAL"]
     written = sorted(p.name for p in (tmp_path / "cam").iterdir())
@@ -136,7 +137,7 @@ def test_unloadable_models_are_a_clear_error(capsys, images, tmp_path, monkeypat
 
 
 def test_gradcam_folder_that_is_a_file_or_unwritable_is_one_error_line(capsys, model_path, images, tmp_path):
-    """Issue 16, defect 7: `--gradcam /etc/passwd` (a file) or a folder that cannot be made was a traceback."""
+    """`--gradcam /etc/passwd` (a file) or a folder that cannot be made was a traceback."""
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
     for target, says in ((a_file, "that is a file, not a folder"), (a_file / "cams", "cannot write there")):
@@ -146,7 +147,7 @@ def test_gradcam_folder_that_is_a_file_or_unwritable_is_one_error_line(capsys, m
 
 
 def test_overlays_that_cannot_be_written_cost_no_results(model_path, images, tmp_path):
-    """Issue 16, defect 2: a full disk under --gradcam killed the run at the first overlay and --output,
+    """A full disk under --gradcam killed the run at the first overlay and --output,
     on another disk, was never written. A file-size limit on the process (RLIMIT_FSIZE) makes every
     overlay write fail with EFBIG, as a full disk does, while the small CSV still fits."""
     script = (
@@ -166,7 +167,7 @@ def test_overlays_that_cannot_be_written_cost_no_results(model_path, images, tmp
 
 
 def test_a_dangling_symlink_in_a_folder_is_reported(capsys, model_path, images):
-    """Issue 16, defect 9: a dangling symlink inside a folder was silently left out (20 rows, 21 files)."""
+    """A dangling symlink inside a folder was silently left out (20 rows, 21 files)."""
     (images / "gone.png").symlink_to(images / "deleted-long-ago.png")
     code, out, _ = run(capsys, str(images), "--model", str(model_path), "--format", "json")
     rows = {Path(r["file"]).name: r for r in json.loads(out)}
@@ -181,7 +182,7 @@ def test_a_dangling_symlink_in_a_folder_is_reported(capsys, model_path, images):
     ((300, 300), 128, "image is uniform (every pixel about 128): nothing to classify"),
 ])
 def test_inputs_that_cannot_be_xrays_get_no_probabilities(capsys, model_path, tmp_path, shape, value, says):
-    """Issue 16, defect 10: 1x1, 5000x1 and constant images were classified with confident-looking numbers."""
+    """1x1, 5000x1 and constant images were classified with confident-looking numbers."""
     rng = np.random.default_rng(0)
     pixels = np.full(shape, value, np.uint8) if value is not None else rng.integers(0, 255, shape, dtype=np.uint8)
     path = tmp_path / "odd.png"
@@ -201,7 +202,7 @@ def test_low_confidence_answers_are_flagged(capsys, model_path, images):
 
 
 def test_a_named_pipe_is_refused_not_waited_on(capsys, model_path, images):
-    """Issue 24, defect 8: `coronet predict` on a named pipe hung, waiting for a writer."""
+    """`coronet predict` on a named pipe hung, waiting for a writer."""
 
     os.mkfifo(images / "pipe.png")
     code, out, _ = run(capsys, str(images / "pipe.png"), str(images / "a.png"), "--model", str(model_path),
@@ -211,7 +212,7 @@ def test_a_named_pipe_is_refused_not_waited_on(capsys, model_path, images):
 
 
 def test_ctrl_c_is_one_line(model_path, images):
-    """Issue 24, defect 6: Ctrl-C in `coronet predict` printed ~50 lines of traceback."""
+    """Ctrl-C in `coronet predict` printed ~50 lines of traceback."""
     script = ("import sys\nimport coronet.serving.predict as p\n"
               "def stop(*a, **k):\n    raise KeyboardInterrupt\n"
               "p.classify = stop\nfrom coronet.cli import main\nsys.exit(main(sys.argv[1:]))\n")
@@ -223,7 +224,7 @@ def test_ctrl_c_is_one_line(model_path, images):
 
 @pytest.mark.parametrize("damage", ["swap classes", "other model", "corrupt file"])
 def test_a_model_that_does_not_match_its_record_is_refused(capsys, model_path, images, tmp_path, damage):
-    """Issue 24, defect 2: swapped classes in run.json gave answers under the wrong names (exit 0); a corrupt
+    """Swapped classes in run.json gave answers under the wrong names (exit 0); a corrupt
     model file was called "File not found"."""
     import shutil
 
@@ -249,7 +250,7 @@ def test_a_model_that_does_not_match_its_record_is_refused(capsys, model_path, i
 
 
 def test_an_unreachable_tracking_server_is_named_in_seconds(capsys, images, tmp_path, monkeypatch):
-    """Issue 24, defect 6: with MLFLOW_TRACKING_URI at a dead server, predict was silent for 5 minutes, then
+    """With MLFLOW_TRACKING_URI at a dead server, predict was silent for 5 minutes, then
     blamed a missing alias. Now: MLflow's client retries for seconds (tracking.HTTP_SETTINGS) and says why."""
 
     from conftest import free_port
@@ -369,3 +370,21 @@ def test_predict_says_it_is_loading_and_shows_progress_from_the_first_image(mode
     assert "loading the model to classify 1 file(s)" in text and "predict" in text, text[-2000:]
     assert text.index("loading the model to classify 1 file(s)") < text.index("predict")  # then the bar, 1 image
     assert "1/1" in text
+
+
+def test_a_stage_notes_its_wall_time_and_the_demo_tables_them(tmp_path):
+    """make demo says where its time went: each stage, run as DVC runs it, adds its wall time (interpreter and
+    imports included) to the file CORONET_STAGE_TIMES names; a failed stage adds nothing."""
+    from coronet.experiments.demo import stage_time_table
+
+    times = tmp_path / "times.jsonl"
+    for name, code in (("split", 0), ("train", 1)):
+        script = tmp_path / f"{name}.py"
+        script.write_text(f"import time\nfrom coronet.errors import run_stage\ntime.sleep(0.3)\nrun_stage(lambda: {code})\n")
+        subprocess.run([sys.executable, str(script)], env={**os.environ, "CORONET_STAGE_TIMES": str(times)}, check=False)
+    (line,) = times.read_text().splitlines()
+    noted = json.loads(line)
+    assert noted["stage"] == "split" and 0.3 <= noted["seconds"] < 60
+    table = stage_time_table(times, 100.0).splitlines()
+    assert table[1].split()[0] == "split" and table[2].startswith("dvc ") and table[-1].split() == ["total", "100"]
+    assert float(table[2].split()[-2]) == pytest.approx(100 - noted["seconds"], abs=1)

@@ -69,7 +69,7 @@ def test_each_make_target_named_exists(target):
 
 
 def test_make_server_on_a_busy_port_is_one_error_before_anything_starts(tmp_path):
-    """Issue 24, defect 5: with port 5000 taken, `make server` started PostgreSQL, exited 0 and pointed the
+    """With port 5000 taken, `make server` started PostgreSQL, exited 0 and pointed the
     user at the other service on that port."""
     import socket
     import sys
@@ -94,7 +94,7 @@ def test_make_server_on_a_busy_port_is_one_error_before_anything_starts(tmp_path
     (["ui", "--port", "0"], "must be a port number from 1 to 65535, got 0"),
 ])
 def test_bad_command_line_values_are_a_usage_error(args, says, capsys):
-    """Issue 24, defects 4, 6 and 8: each was accepted and failed later (or never returned)."""
+    """Each was accepted and failed later (or never returned)."""
     with pytest.raises(SystemExit) as done:
         main(args)
     err = capsys.readouterr().err
@@ -151,7 +151,7 @@ def test_make_push_to_a_remote_that_cannot_be_written_is_one_line(tmp_path):
 
 
 def test_what_dvc_plots_show_writes_is_not_committed_by_git_add():
-    """Issue 24: `dvc plots show` writes dvc_plots/ (a 948 KB page) and the README's `git add -A` committed it."""
+    """`dvc plots show` writes dvc_plots/ (a 948 KB page) and the README's `git add -A` committed it."""
     paths = ["dvc_plots/index.html", "samples/covid.png", "mlflow.db.lock", "request.json", "results.csv",
              "cams/covid.png"]
     done = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -37,7 +37,7 @@ def test_checksum_pins_of_any_source_are_not_choices():
 
 
 def test_outside_a_repository_or_with_an_unknown_revision_is_one_error_line(tmp_path, monkeypatch, capsys):
-    """Issue 16, defect 8: `coronet compare` outside git, or `--rev no-such-rev`, printed 60-line tracebacks."""
+    """`coronet compare` outside git, or `--rev no-such-rev`, printed 60-line tracebacks."""
     from conftest import make_project
     from coronet.cli import main
 

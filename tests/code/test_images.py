@@ -73,7 +73,7 @@ def test_bad_inputs_raise_a_specific_error(data, reason):
 
 @pytest.mark.parametrize("factor", [1.5, 2.5])  # Pillow warns above its limit and refuses above twice it
 def test_decompression_bombs_are_refused_with_our_limit_in_words(monkeypatch, factor):
-    """Issue 16, defect 11: a bomb read "corrupt or truncated image data", and above twice the limit the
+    """A bomb read "corrupt or truncated image data", and above twice the limit the
     message quoted Pillow's figure, not ours."""
     from PIL import Image as PILImage
 
@@ -126,7 +126,7 @@ print(gray.shape[0], gray.shape[1], gray.dtype, (resource.getrusage(resource.RUS
 
 
 def test_a_large_16_bit_png_decodes_within_a_memory_budget(tmp_path):
-    """Issue 24, defect 7: a 485 KB 16-bit 7700 x 7700 PNG took ~1.5 GB to classify: its pixels went through
+    """A 485 KB 16-bit 7700 x 7700 PNG took ~1.5 GB to classify: its pixels went through
     int64 and float64 copies (8 bytes a pixel each, three at once). The budget: the decoded 16-bit image, one
     index array of the same type and the 8-bit result, 5 bytes a pixel (296 MB), with a third to spare."""
     import subprocess

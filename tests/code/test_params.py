@@ -1,5 +1,5 @@
 """Code tier: every params section parsed once into its typed object, and every bad value one ParamsError
-naming the key (issue 16 defects 3, 5, 6 and 12; issue 18's control mapping)."""
+naming the key."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_the_repository_params_parse_into_typed_sections():
 @pytest.mark.parametrize("section", sorted(PARSERS))
 @pytest.mark.parametrize("value", [None, [1, 2], "text"])
 def test_a_section_that_is_not_a_mapping_is_one_error(section, value):
-    """Defect 6: `evaluate: null` (and serving, tracking, ...) gave tracebacks."""
+    """`evaluate: null` (and serving, tracking, ...) gave tracebacks."""
     with pytest.raises(ParamsError, match=rf"params.yaml: {section} must be a mapping"):
         PARSERS[section].parse(with_value(section, value))
 
@@ -91,7 +91,7 @@ def re_escape(text: str) -> str:
     ("lungs_removed", 1.0, "lungs_removed takes strengths in [0, 1)"),
 ])
 def test_each_stress_transform_has_its_own_valid_range(transform, strength, says):
-    """Defect 5: negative frames and crops painted or zoomed the wrong region; frame or crop >= 0.5,
+    """Negative frames and crops painted or zoomed the wrong region; frame or crop >= 0.5,
     downscale 1 and contrast -1 gave a constant image, all accepted."""
     with pytest.raises(ParamsError, match=re_escape(says)):
         EvaluateParams.parse(with_value(f"evaluate.stress.transforms.{transform}", [strength]))
@@ -101,7 +101,7 @@ def test_each_stress_transform_has_its_own_valid_range(transform, strength, says
                                             ("tracking.experiment", ""), ("tracking.experiment", 123),
                                             ("tracking.experiment", "   ")])
 def test_tracking_names_must_be_names(key, value):
-    """Defect 3: an empty or numeric name made package exit 0 with a warning and register nothing."""
+    """An empty or numeric name made package exit 0 with a warning and register nothing."""
     with pytest.raises(ParamsError, match=re_escape(f"params.yaml: {key} must be a non-empty name")):
         TrackingParams.parse(with_value(key, value))
 
@@ -118,7 +118,7 @@ def test_tracking_names_must_be_names(key, value):
     ({"lung": ["pneumonia"], "rest": ["covid"]}, "class_groups names ['pneumonia'], which are not in classes"),
 ])
 def test_class_group_errors_name_the_class_or_group(groups, says):
-    """Defect 12: the message did not say which class was listed twice or which group was empty."""
+    """The message did not say which class was listed twice or which group was empty."""
     with pytest.raises(ParamsError, match=re_escape(says)):
         ClassScheme.parse(with_value("class_groups", groups))
 
@@ -129,11 +129,11 @@ def test_class_group_errors_name_the_class_or_group(groups, says):
     ("merge.controls.classes.normal", ["No Finding", "SARS"], "maps finding 'SARS' twice (pneumonia_viral and normal)"),
     ("merge.controls.classes.normal", ["no finding", "No Finding"], "maps finding 'No Finding' twice"),
     ("merge.controls.reject", ["todo", "SARS"], "merge.controls.reject lists ['sars'], which merge.controls.classes"),
-    # issue 24, defect 3: `reject: [1, 2]` was a traceback in merge
+    # `reject: [1, 2]` was a traceback in merge
     ("merge.controls.reject", [1, 2], "merge.controls.reject must be a non-empty list of distinct names"),
 ])
 def test_a_bad_control_mapping_is_one_error(key, value, says):
-    """Issue 18: a class not in classes, a finding mapped twice, an unknown role."""
+    """A class not in classes, a finding mapped twice, an unknown role."""
     with pytest.raises(ParamsError, match=re_escape(says)):
         MergeParams.parse(with_value(key, value))
 
@@ -147,7 +147,7 @@ def test_a_bad_control_mapping_is_one_error(key, value, says):
     ("train.clipnorm", 0, "train.clipnorm must be a number >= 0.001"),
     ("train.clipnorm", 1e-300, "train.clipnorm must be a number >= 0.001"),  # accepted: no step moved a weight
     ("train.weights", 3, "train.weights must be imagenet, none or a path"),
-    ("train.warmup_epochs", 81, "train.warmup_epochs (81) is more than train.epochs (80)"),  # issue 24, defect 8
+    ("train.warmup_epochs", 81, "train.warmup_epochs (81) is more than train.epochs (80)"),
 ])
 def test_bad_train_values_name_their_key(key, value, says):
     with pytest.raises(ParamsError, match=re_escape(says)):
@@ -161,7 +161,7 @@ def test_none_spellings_of_weights_mean_from_scratch():
 
 
 def test_reject_given_as_one_string_is_one_finding_not_its_letters():
-    """Issue 24, defect 3: `-S merge.controls.reject=todo` gives a string; it was read as t, o, d, o, and the
+    """`-S merge.controls.reject=todo` gives a string; it was read as t, o, d, o, and the
     `todo` rows became scored controls."""
     assert MergeParams.parse(with_value("merge.controls.reject", "todo")).controls.reject == ("todo",)
     assert MergeParams.parse(with_value("merge.controls.reject", None)).controls.reject == ()
@@ -174,7 +174,7 @@ def test_reject_given_as_one_string_is_one_finding_not_its_letters():
     ("evaluate.stress", "transform"), ("serving", "rows"), ("tracking", "experiments"),
 ])
 def test_an_unknown_key_is_one_error_not_ignored(section, key):
-    """Issue 24, defect 8: a misspelt key (`epoch: 5`) was accepted without a word, the stage running with the
+    """A misspelt key (`epoch: 5`) was accepted without a word, the stage running with the
     value the user meant to change."""
     parser = PARSERS[section.split(".")[0]]
     with pytest.raises(ParamsError, match=re_escape(f"params.yaml: {section} has unknown key(s) ['{key}'] (a typo?)")):

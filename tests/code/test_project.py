@@ -30,7 +30,7 @@ def test_params_hold_the_paper():
 
 
 class Recorder(Section):
-    """params.yaml that remembers every value read from it, by dotted key."""
+    """Params.yaml that remembers every value read from it, by dotted key."""
 
     def __init__(self, data: dict, path: str = "", log: set[str] | None = None) -> None:
         self.log = set() if log is None else log
@@ -130,7 +130,7 @@ def test_train_depends_only_on_what_determines_the_weights():
 
 
 def test_the_pipeline_files_are_named_as_dvc_yaml_declares_them():
-    """coronet.paths names each file once; each must be a dependency or output of a stage in dvc.yaml."""
+    """Coronet.paths names each file once; each must be a dependency or output of a stage in dvc.yaml."""
     from coronet import paths
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -151,7 +151,7 @@ NOT_PIPELINE_FILES = {"download": {"RAW"}, "train": {"CHECKPOINTS"}}
 
 
 def test_each_stage_declares_every_pipeline_file_it_names():
-    """Issue 26: a stage that reads a file dvc.yaml does not list (package read images.csv, splits.csv,
+    """A stage that reads a file dvc.yaml does not list (package read images.csv, splits.csv,
     sources.json and dvc.lock; train read sources.json and dvc.lock) reruns the wrong things. Every `paths.X`
     the stage script or a library module it imports names is one of its deps or outputs, or lies inside one;
     and no stage reads dvc.lock, which DVC rewrites while the pipeline runs."""

@@ -78,7 +78,7 @@ def test_what_a_model_was_trained_on_is_said_in_one_sentence():
     ({"screening": "x"}, "its screening class 'x' is not one of its classes"),
 ])
 def test_a_model_and_a_record_that_do_not_belong_together_are_one_error(tmp_path, change, says):
-    """Issue 24, defect 2: a record with swapped or missing classes beside a model was used without a word."""
+    """A record with swapped or missing classes beside a model was used without a word."""
     import dataclasses
 
     model = tmp_path / "coronet.keras"
@@ -132,7 +132,7 @@ def evaluation_records() -> list:
 
 
 def test_the_evaluation_records_round_trip_and_metrics_json_keeps_dvcs_columns_short(tmp_path):
-    """metrics.json has no schema key (DVC would show it as a column) and names the screened class's scores."""
+    """Metrics.json has no schema key (DVC would show it as a column) and names the screened class's scores."""
     for record in evaluation_records():
         path = tmp_path / f"{type(record).__name__}.json"
         record.write(path)

@@ -35,7 +35,7 @@ def test_explicit_tracking_uri_wins(monkeypatch, tmp_path):
 
 
 def test_a_read_only_store_is_a_configuration_error_in_one_line(monkeypatch, tmp_path, capsys):
-    """Issue 16, defect 4: a read-only mlflow.db gave ~190 lines of SQLAlchemy tracebacks, a warning that
+    """A read-only mlflow.db gave ~190 lines of SQLAlchemy tracebacks, a warning that
     named the wrong cause, and exit 0. SQLite's own read-only mode makes the store read-only for root too."""
     db = tmp_path / "mlflow.db"
     monkeypatch.chdir(tmp_path)  # MLflow makes the folder of a `file:` database path relative to the working directory
@@ -104,7 +104,7 @@ print(run.run_id, "|".join(run.errors))
 
 
 def test_two_stages_starting_together_on_a_fresh_store_both_track(tmp_path):
-    """Issue 24: two experiments starting at once on a store that did not exist yet both ran MLflow's schema
+    """Two experiments starting at once on a store that did not exist yet both ran MLflow's schema
     migration; one failed ("duplicate column name: step") and trained without MLflow."""
     import subprocess
     import sys

@@ -29,7 +29,7 @@ def png(value: int) -> bytes:
 
 @pytest.fixture
 def pool(tmp_path):
-    """covid: 3 patients x 3 images; image 'P0/2' is corrupt and 'P1/2' repeats 'P0/0'."""
+    """Covid: 3 patients x 3 images; image 'P0/2' is corrupt and 'P1/2' repeats 'P0/0'."""
     path = tmp_path / "a.zip"
     candidates = []
     with zipfile.ZipFile(path, "w") as z:
@@ -132,7 +132,7 @@ def test_controls_share_no_patient_with_what_is_trained_on(tmp_path, role):
 
 
 def test_an_external_image_shared_with_the_pool_is_turned_down_with_its_reason(tmp_path):
-    """Issue 25: an external source's film that is a copy of a pool image (the same bytes), or of a patient
+    """An external source's film that is a copy of a pool image (the same bytes), or of a patient
     the pool holds, must not be scored as unseen; its own films are kept, all of them, apart from the pool."""
     path = tmp_path / "e.zip"
     with zipfile.ZipFile(path, "w") as z:

@@ -92,7 +92,7 @@ CONTROLS_HIERARCHICAL = """patientid,finding,view,modality,folder,filename,
                              "7": "pneumonia_bacterial"}),
 ])
 def test_same_source_controls_in_both_metadata_eras(tmp_path, metadata, expected):
-    """Issue 18: the collection's other findings become controls with the class params map them to (flat
+    """The collection's other findings become controls with the class params map them to (flat
     names and any part of a hierarchical one), none for fungal ones or mixed findings; `todo` is rejected."""
     path = archive_with(tmp_path, metadata, [f"images/{k}.jpg" for k in range(1, 9)])
     chosen, rejected = covid.SOURCE.candidates(path, cfg("evaluate"))
@@ -234,7 +234,7 @@ def test_a_bad_source_role_is_one_error(key, value, says):
 
 
 def test_a_control_mapped_to_covid_is_one_error(tmp_path):
-    """Issue 24, defect 8: a same-source control mapped to covid was accepted without a word (the controls are
+    """A same-source control mapped to covid was accepted without a word (the controls are
     the collection's films without COVID-19)."""
     from coronet.params import SyntheticParams
 
@@ -247,7 +247,7 @@ def test_a_control_mapped_to_covid_is_one_error(tmp_path):
 
 
 def test_a_class_the_twins_cannot_draw_is_one_error_not_clear_lungs():
-    """Issue 26: the phantom drew clear lungs, silently, for a class it had no finding for."""
+    """The phantom drew clear lungs, silently, for a class it had no finding for."""
     import numpy as np
 
     from coronet.data.phantom import check_drawable, draw_xray

@@ -76,7 +76,7 @@ def test_controls_form_their_own_split_and_share_nothing():
 
 
 def test_an_external_source_is_never_trained_on_nor_validated_on():
-    """Issue 25: the external source's images (cohort external) form their own split, whatever the seed; the
+    """The external source's images (cohort external) form their own split, whatever the seed; the
     pool's split is the same with or without them."""
     frame = manifest([2] * 60)
     frame["cohort"] = "pool"

@@ -44,7 +44,9 @@ def stage_project(tmp_path_factory):
     ("merge.counts.covid", -3, "merge.counts.covid must be an integer >= 0"),
     ("download.source", "s3", "download.source must be one of 'upstream', 'synthetic'"),
     ("resize.mode", "crop", "resize.mode must be one of 'stretch', 'pad'"),
-    ("train.image_size", 32, "train.image_size must be an integer >= 71"),
+    ("train.image_size", 32, "train.image_size 32 is below xception's smallest input (71 px)"),
+    ("train.image_size", 16, "train.image_size must be an integer >= 32"),
+    ("train.backbone", "resnet", "train.backbone is 'resnet'; the registered backbones are xception, mobilenet_v2"),
     ("evaluate.stress.transforms.blur", [0.1], "names unknown transform(s) ['blur']"),
 ])
 def test_bad_params_values_are_one_error_line(tmp_path, key, value, says, stage):

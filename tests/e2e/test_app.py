@@ -121,7 +121,7 @@ def headless_chromium(profile: Path) -> object:
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Debian's chromium and chromium-driver are not installed")
 def test_make_ui_opens_the_experiment_on_its_training_runs(pipeline, tmp_path):
-    """Issue 24: `make ui` opened the experiment on MLflow's GenAI overview (traces, tokens, "Detect Issues"),
+    """`make ui` opened the experiment on MLflow's GenAI overview (traces, tokens, "Detect Issues"),
     not on its runs. `coronet ui` (what `make ui` runs) prints the address that opens the training view."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -167,7 +167,7 @@ def test_the_page_in_a_real_browser(page, pipeline, tmp_path):
         text = browser.find_element(By.TAG_NAME, "body").text
         assert "research software, not a medical device" in text  # on the page, not hidden
         assert "Model: models/coronet.keras" in text and "Its test results: accuracy" in text
-        # issue 24: the header says what this model was trained on, built from its record; no zero-width interval
+        # the header says what this model was trained on, built from its record; no zero-width interval
         assert re.search(r"Trained on \d+ SYNTHETIC images", text) and "mean nothing" in text
         assert "two public collections" not in text
         assert "100-100%" not in text and "0-0%" not in text
@@ -184,7 +184,7 @@ def test_the_page_in_a_real_browser(page, pipeline, tmp_path):
 
 
 def test_a_second_page_on_a_busy_port_is_one_error_line(page, pipeline):
-    """Issue 24, defect 6: `coronet app` on a port in use was a traceback."""
+    """`coronet app` on a port in use was a traceback."""
     url, *_ = page
     port = url.rstrip("/").rsplit(":", 1)[1]
     done = run_tool(pipeline.project, "coronet", "app", "--port", port, env=pipeline.env, check=False, timeout=300)

@@ -82,7 +82,7 @@ def test_data_outputs_are_consistent(pipeline):
     assert sum(data["images"][s]["total"] for s in ("train", "val", "test", "control", "external")) == data[
         "total"] == TRAINED + CONTROLS + EXTERNAL
     assert data["controls"]["scored_only"] == data["images"]["control"]["total"] == CONTROLS
-    # issue 25: the external twin's films, half a class per finding (COVID-19, No finding), scored only
+    # the external twin's films, half a class per finding (COVID-19, No finding), scored only
     assert {k: data["images"]["external"][k] for k in ("covid", "normal", "total")} == {
         "covid": EXTERNAL // 2, "normal": EXTERNAL // 2, "total": EXTERNAL}
     splits = pd.read_csv(project / "data/processed/splits.csv").merge(manifest, on="id")
@@ -99,7 +99,7 @@ def numbers(tree) -> int:
 
 
 def test_metrics_json_holds_the_headline_and_details_json_the_rest(pipeline):
-    """metrics.json is what `dvc metrics show` prints first: six numbers, the screened class's sensitivity among
+    """Metrics.json is what `dvc metrics show` prints first: six numbers, the screened class's sensitivity among
     the first columns (DVC sorts them), at most 120 columns; details.json holds per class, the confusion matrix
     and the shortcut checks' rates, each with its n."""
     from coronet.params import ClassScheme, load_params
@@ -190,7 +190,7 @@ def test_model_card_renders_every_section(pipeline):
                     "## What the model looked at", "## Known limitations"]:
         assert heading in card, heading
     assert "Not for diagnosis" in card and "89.5%" in card
-    # issue 24: a synthetic model says so in the card's first lines, and not the real cohorts' ages or licences
+    # a synthetic model says so in the card's first lines, and not the real cohorts' ages or licences
     first = card.splitlines()[2]
     assert first.startswith("> **Trained on ") and "SYNTHETIC images" in first and "mean nothing" in first
     assert "**Synthetic images only**" in card and "Licences of the images used" not in card
@@ -278,7 +278,7 @@ def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
                                                           ).hexdigest()
     assert dataset_tags["covid.sha256"] == json.loads((project / "data/raw/sources.json").read_text())[
         "archives"]["covid"]["sha256"]
-    # A synthetic model says so (issue 24): the run's description and tags, the registered version's, the
+    # A synthetic model says so: the run's description and tags, the registered version's, the
     # served model's metadata; serving params carry their section's prefix (no bare batch_size beside train's).
     assert "SYNTHETIC images" in tags["mlflow.note.content"] and tags["training.data"] == "synthetic"
     assert (tags["training.image_size"], tags["training.weights"], tags["training.epochs"]) == ("71", "none", "2")
@@ -422,7 +422,7 @@ def test_mlflow_serving_answers_like_coronet_predict(pipeline, tmp_path, capsys,
 
 def test_package_survives_a_missing_run_and_a_locked_store_and_refuses_a_read_only_one(pipeline_copy):
     """Packaging never fails over an outage (it says what it did, and a rerun on the same model registers no
-    new version); a read-only store is the user's to fix: one error line (issue 16, defect 4)."""
+    new version); a read-only store is the user's to fix: one error line."""
     import sqlite3
 
     import mlflow
@@ -463,7 +463,7 @@ def test_package_survives_a_missing_run_and_a_locked_store_and_refuses_a_read_on
 
 
 def test_the_served_model_is_rebuilt_when_what_it_serves_changes(pipeline_copy, monkeypatch, capsys):
-    """Issue 16, defect 1: with serving.max_rows 2 the old logged model (max_rows 256) was registered again,
+    """With serving.max_rows 2 the old logged model (max_rows 256) was registered again,
     because reuse was keyed on the Keras file alone; a serving code change was missed the same way."""
     import mlflow
 
@@ -482,7 +482,7 @@ def test_the_served_model_is_rebuilt_when_what_it_serves_changes(pipeline_copy, 
     served.write_text(served.read_text() + "\n# a change to the served code\n")
     run_tool(project, "dvc", "repro", env=env)
     assert int(client.get_model_version_by_alias("coronet", "candidate").version) == int(second.version) + 1
-    set_params(project, {"tracking.registered_model": ""})  # defect 3: a config error, not an outage
+    set_params(project, {"tracking.registered_model": ""})  # a config error, not an outage
     code, _, err = in_process(project, "package", monkeypatch, capsys)
     assert code == 1 and err.strip() == "error: params.yaml: tracking.registered_model must be a non-empty name, got ''"
     mlflow.set_tracking_uri(None)
@@ -611,7 +611,7 @@ def test_the_readmes_baseline_recipe_gives_a_colleague_everything_without_rerunn
 
 
 def test_the_readme_commands_after_the_demo_work_as_written(pipeline, tmp_path, monkeypatch):
-    """Issue 24: what the README tells a user to type after `make demo`, run on the shared pipeline as written
+    """What the README tells a user to type after `make demo`, run on the shared pipeline as written
     (the cheap ones: the demo itself is CI's first command). `make` targets run their `coronet` commands."""
     import re
 
@@ -649,7 +649,7 @@ def test_the_readme_commands_after_the_demo_work_as_written(pipeline, tmp_path, 
 
 
 def test_evaluate_refuses_a_corrupt_record_before_it_rewrites_anything(pipeline_copy):
-    """Issue 24, defect 8: evaluate rewrote most of its outputs before it found a corrupt metrics/data.json."""
+    """Evaluate rewrote most of its outputs before it found a corrupt metrics/data.json."""
     project = pipeline_copy.project
     (project / "metrics/data.json").write_text("{ not json")
     before = {p: p.read_bytes() for p in (project / "metrics").rglob("*") if p.is_file() and p.name != "data.json"}
@@ -660,7 +660,7 @@ def test_evaluate_refuses_a_corrupt_record_before_it_rewrites_anything(pipeline_
 
 
 def test_package_refuses_a_record_that_does_not_describe_the_model(pipeline_copy):
-    """Issue 24, defect 2: a 3-class run.json beside the 4-output model was packaged and registered as
+    """A 3-class run.json beside the 4-output model was packaged and registered as
     @candidate (exit 0), and `predict --model-uri` on it then crashed."""
     import mlflow
 

@@ -100,14 +100,15 @@ def test_real_archives_run_through_every_stage(real_run):
     assert [part["sha256"] for part in sources["nih"]["parts"]] == [sums["images_001.tar.gz"]]
     # The headline numbers, worked out again from the predictions and the split (not trusted to lie in [0, 1]).
     metrics = json.loads((project / "metrics/metrics.json").read_text())
+    details = json.loads((project / "metrics/details.json").read_text())
     predictions = pd.read_csv(project / "metrics/predictions.csv")
     splits = pd.read_csv(project / "data/processed/splits.csv")
     assert metrics["n_test"] == len(predictions) == (splits["split"] == "test").sum() > 20
     assert metrics["accuracy"] == pytest.approx((predictions["label"] == predictions["predicted"]).mean())
     for c in CLASSES:
         actual = predictions[predictions["label"] == c]
-        assert metrics["per_class"][c]["recall"] == pytest.approx((actual["predicted"] == c).mean())
-        assert sum(metrics["confusion_matrix"][c].values()) == len(actual)
+        assert details["per_class"][c]["recall"] == pytest.approx((actual["predicted"] == c).mean())
+        assert sum(details["confusion_matrix"][c].values()) == len(actual) == details["per_class"][c]["support"]
     assert "Traceback" not in result.stderr
 
 
@@ -134,7 +135,7 @@ def test_real_manifest_takes_what_exists(real_run):
     assert set(pool.loc[pool["label"] == "covid", "source"]) == {"covid"}
     rejected = pd.read_csv(project / "data/interim/rejected.csv", keep_default_na=False)
     assert {"finding", "missing_file", "modality", "view"} <= set(rejected["code"])
-    # Issue 18: the collection's other findings are controls now; each one the archive has is either taken
+    # the collection's other findings are controls now; each one the archive has is either taken
     # or turned down with its reason (a repeated file, a patient who also has COVID-19 films, ...).
     files, findings = real_controls()
     controls = manifest[manifest["cohort"] == "control"]
@@ -194,7 +195,7 @@ def actualmed_films() -> dict[str, str]:
 
 
 def test_the_external_hospital_is_scored_and_never_trained_on(real_run):
-    """Issue 25: the Actualmed films are an external split of their own, each scored, and the headline
+    """The Actualmed films are an external split of their own, each scored, and the headline
     external figures are worked out again here from metrics/external.csv."""
     project, _ = real_run
     films = actualmed_films()
@@ -206,7 +207,7 @@ def test_the_external_hospital_is_scored_and_never_trained_on(real_run):
     names = manifest.set_index("id")["original_path"].str.rsplit("/", n=1).str[-1]
     expected = {"COVID-19": "covid", "No finding": "normal"}
     assert {names[i]: label for i, label in taken.items()} == {n: expected[f] for n, f in films.items()}
-    metrics = json.loads((project / "metrics/metrics.json").read_text())
+    metrics = json.loads((project / "metrics/details.json").read_text())
     covid = external[external["label"] == "covid"]
     others = external[external["label"] != "covid"]
     assert metrics["external"]["covid_sensitivity"] == pytest.approx((covid["predicted"] == "covid").mean())
@@ -256,7 +257,7 @@ def test_nih_adults_train_and_their_pneumonias_are_scored(real_run):
 
     scored = pd.read_csv(project / "metrics/scored.csv", keep_default_na=False)
     assert set(scored["id"]) == set(ours.loc[ours["cohort"] == "scored", "id"])
-    metrics = json.loads((project / "metrics/metrics.json").read_text())
+    metrics = json.loads((project / "metrics/details.json").read_text())
     assert metrics["scored"]["pneumonia_covid_rate"] == pytest.approx((scored["predicted"] == "covid").mean())
     assert metrics["scored"]["pneumonia_group_rate"] == pytest.approx(
         scored["predicted"].isin(["pneumonia_bacterial", "pneumonia_viral"]).mean())

@@ -29,7 +29,7 @@ def test_ctrl_c_mid_training_then_resume_gives_the_uninterrupted_model(pipeline,
         time.sleep(0.2)
     first.send_signal(signal.SIGINT)  # what Ctrl-C sends
     _, err = first.communicate(timeout=120)
-    # Issue 16, defect 13: a full KeyboardInterrupt traceback before; now one line saying what was kept.
+    # a full KeyboardInterrupt traceback before; now one line saying what was kept.
     assert first.returncode == 130 and "Traceback" not in err, err[-3000:]
     assert [line for line in err.splitlines() if line.startswith("interrupted")] == [
         "interrupted: every finished epoch is saved in models/checkpoints; `dvc repro` continues from there"]

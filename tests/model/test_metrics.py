@@ -88,7 +88,7 @@ def test_undefined_precision_is_null_not_zero():
 
 
 def test_precision_recall_curve_has_one_point_per_recall():
-    """Issue 24: the raw points share recalls, and `dvc plots show` joined them into drops the model does not
+    """The raw points share recalls, and `dvc plots show` joined them into drops the model does not
     have. By hand: scores 0.9 (positive), 0.8 (negative), 0.7 (positive), 0.1 (negative) give recall 0.5 at
     precision 1 then 1/2, recall 1 at 2/3 then 1/2; interpolated, each recall keeps its best precision at that
     recall or above."""
@@ -101,7 +101,7 @@ def test_precision_recall_curve_has_one_point_per_recall():
 
 
 def test_accuracy_interval_is_wilson_and_a_perfect_auc_interval_says_it_cannot_bound():
-    """Issue 24: "accuracy 100.0% (100.0-100.0)" and "ROC AUC 1.000 (1.000-1.000)" on 26 images."""
+    """"accuracy 100.0% (100.0-100.0)" and "ROC AUC 1.000 (1.000-1.000)" on 26 images."""
     from coronet.evaluation.evidence import intervals
     from coronet.evaluation.intervals import shown, wilson
 

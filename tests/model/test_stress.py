@@ -128,7 +128,7 @@ def test_lungs_removed_a_model_that_reads_the_border_stays_above_chance_and_one_
 
 
 def test_a_model_keyed_on_the_source_look_calls_the_controls_covid_and_one_that_ignores_it_does_not():
-    """Issue 18's known answer: the controls carry the COVID-19 collection's look (framed figures) and no
+    """A known answer: the controls carry the COVID-19 collection's look (framed figures) and no
     COVID-19; the other source's normal films are plain. The border reader calls every control COVID-19."""
     framed = [nuisance.frame(film(k), 0.1, 0) for k in range(10)]
     plain = [film(100 + k) for k in range(10)]
@@ -148,7 +148,7 @@ def test_a_model_keyed_on_the_source_look_calls_the_controls_covid_and_one_that_
 
 
 def test_a_model_keyed_on_the_source_look_fails_the_external_source_and_one_keyed_on_content_does_not():
-    """Issue 25's known answer. Training sources: COVID-19 films are framed (the publication look) and carry
+    """A known answer. Training sources: COVID-19 films are framed (the publication look) and carry
     the disease (a dark centre); normal films are plain and clear. The external hospital's films are never
     framed: its COVID-19 films have the dark centre, its normal films not. The border reader looks perfect on
     the test split and misses every external COVID-19 film; the centre reader gets both right."""

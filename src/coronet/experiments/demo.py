@@ -9,6 +9,7 @@ cache instead of recomputing it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 from coronet import paths
-from coronet.console import STAGE_TIMES, stage_time_table
+from coronet.errors import STAGE_TIMES
 from coronet.records import DetailsRecord, HeadlineRecord
 
 # CPU-sized: 71 px is Xception's smallest input; from scratch, BatchNorm needs the fixes of PIPELINE.md,
@@ -69,6 +70,17 @@ def experiment_metrics(name: str, baseline: str) -> tuple[HeadlineRecord, Detail
         return None
     return (HeadlineRecord.loads(shown[0].stdout, f"{paths.HEADLINE} of {name}"),
             DetailsRecord.loads(shown[1].stdout, f"{paths.DETAILS} of {name}"))
+
+
+def stage_time_table(path: Path, total: float) -> str:
+    """The stages' times from ``path`` (as :func:`note_stage_time` wrote them), each with its share of
+    ``total``, and what DVC took around them."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    around = max(0.0, total - sum(r["seconds"] for r in rows))
+    rows.append({"stage": "dvc (checks, hashes, cache, git)", "seconds": around})
+    lines = [f"{'stage':<34}{'seconds':>8}{'share':>7}"]
+    lines += [f"{r['stage']:<34}{r['seconds']:>8.0f}{r['seconds'] / total:>7.0%}" for r in rows]
+    return "\n".join([*lines, f"{'total':<34}{total:>8.0f}"])
 
 
 def bring_in(name: str) -> bool:
