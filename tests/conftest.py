@@ -40,11 +40,6 @@ TIERS = ("code", "data", "model", "e2e")  # the folders under tests/, fastest fi
 SHARED = {"pipeline", "pipeline_copy"}  # the fixtures that read the session's shared pipeline run
 
 
-# The end-to-end files that took longest in `make test --durations=0`, slowest first.
-SLOWEST = ("test_team_server.py", "test_study.py", "test_pipeline.py", "test_app.py", "test_real_data.py",
-           "test_variants.py", "test_resume.py", "test_tracking_outage.py")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Each test carries its folder's tier as a marker; the tiers run in order, end to end last. In parallel
     (`make test`: pytest-xdist, `--dist loadfile`, each file on one worker) the end-to-end files go first, the
@@ -62,15 +57,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         items.sort(key=tier)  # stable: file order within a tier stays
         return
 
-    def cost(item: pytest.Item) -> int:  # the measured slowest files first, so they start early
-        name = Path(str(item.fspath)).name
-        return SLOWEST.index(name) if name in SLOWEST else len(SLOWEST)
+    def cost(item: pytest.Item) -> float:  # the slowest files first, so they start early: their cost marker
+        marker = item.get_closest_marker("cost")
+        return -float(marker.args[0]) if marker else 0.0
 
     readers = sorted({str(i.fspath): cost(i) for i in items if SHARED & set(getattr(i, "fixturenames", ()))}.items(),
                      key=lambda pair: pair[1])
     first = readers[0][0] if readers else None
 
-    def parallel_order(item: pytest.Item) -> tuple[int, int]:
+    def parallel_order(item: pytest.Item) -> tuple[int, float]:
         if tier(item) != TIERS.index("e2e"):
             return (3, tier(item))
         if str(item.fspath) == first:

@@ -18,6 +18,8 @@ from PIL import Image
 from conftest import CLASSES, VENV_BIN, free_port, run_tool, start_server, stop_server
 from coronet.imaging import nuisance
 
+pytestmark = pytest.mark.cost(100)  # seconds in make test (2 cores): the slowest files start first
+
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 

@@ -23,8 +23,8 @@ REAL_MINI = REFERENCE / "real-mini"
 ACTUALMED_MINI = REFERENCE / "actualmed-mini"  # the third hospital, scored as an external source
 NIH_MINI = REFERENCE / "nih-mini"  # adult films of a fourth hospital: its label file and a 15-film cut of a part
 FOLDERS = (REAL_MINI, ACTUALMED_MINI, NIH_MINI)
-pytestmark = pytest.mark.skipif(not all(folder.is_dir() for folder in FOLDERS),
-                                reason="../shared/reference/real-mini, actualmed-mini or nih-mini is absent")
+pytestmark = [pytest.mark.cost(220), pytest.mark.skipif(not all(folder.is_dir() for folder in FOLDERS),
+                                reason="../shared/reference/real-mini, actualmed-mini or nih-mini is absent")]
 # The same X-ray (an 83-year-old man) uploaded under patients 193 and 195, cropped and contrast-changed
 # differently: found by looking at the two films side by side.
 SAME_FILM = ("2-chest-filmc.jpg", "7-fatal-covid19.jpg")

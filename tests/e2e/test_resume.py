@@ -11,8 +11,11 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import VENV_BIN, run_tool
+
+pytestmark = pytest.mark.cost(80)  # seconds in make test (2 cores): the slowest files start first
 
 
 def test_ctrl_c_mid_training_then_resume_gives_the_uninterrupted_model(pipeline, pipeline_copy):

@@ -15,6 +15,8 @@ from coronet import paths
 from coronet.experiments import study
 from coronet.records import EvidenceRecord, HeadlineRecord
 
+pytestmark = pytest.mark.cost(360)  # seconds in make test (2 cores): the slowest files start first
+
 VARIANTS = ("nuisance", "mixing")
 
 

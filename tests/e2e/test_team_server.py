@@ -37,7 +37,8 @@ try:
     HAVE_POSTGRES = True
 except Exception:  # .ci/run installs Debian's postgresql; a developer's machine may lack it
     HAVE_POSTGRES = False
-pytestmark = pytest.mark.skipif(not HAVE_POSTGRES, reason="PostgreSQL (Debian's postgresql) is not installed")
+pytestmark = [pytest.mark.cost(380),
+              pytest.mark.skipif(not HAVE_POSTGRES, reason="PostgreSQL (Debian's postgresql) is not installed")]
 
 
 @pytest.fixture(scope="module")

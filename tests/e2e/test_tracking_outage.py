@@ -9,8 +9,12 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from conftest import VENV_BIN, free_port, project_copy, stop_server, wait_until_up
 from coronet.tracking import team_server
+
+pytestmark = pytest.mark.cost(50)  # seconds in make test (2 cores): the slowest files start first
 
 
 def test_training_finishes_when_the_tracking_server_stops_mid_run(pipeline, tmp_path):

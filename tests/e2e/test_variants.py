@@ -26,6 +26,8 @@ from coronet.data import archives
 from coronet.data.phantom import draw_xray, encode, write_zip
 from coronet.data.sources.base import Candidate, Rejection
 
+pytestmark = pytest.mark.cost(110)  # seconds in make test (2 cores): the slowest files start first
+
 
 class ToySource:
     name = "toy"
