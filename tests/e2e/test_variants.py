@@ -11,6 +11,8 @@ import pytest
 
 from conftest import TINY, make_project, run_tool
 
+pytestmark = pytest.mark.cost(110)  # seconds in make test (2 cores): the slowest files start first
+
 REVERSED = ["pneumonia_viral", "pneumonia_bacterial", "normal", "covid"]
 # A third source in its own layout (labels.csv beside its images), providing normal adult films.
 TOY_SOURCE = '''"""A toy source for the test: a zip of labels.csv (file, label, patient) and images/."""
@@ -25,8 +27,6 @@ import numpy as np
 from coronet.data import archives
 from coronet.data.phantom import draw_xray, encode, write_zip
 from coronet.data.sources.base import Candidate, Rejection
-
-pytestmark = pytest.mark.cost(110)  # seconds in make test (2 cores): the slowest files start first
 
 
 class ToySource:
