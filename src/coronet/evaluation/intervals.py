@@ -65,6 +65,11 @@ def bootstrap(
 SAME = 1e-9  # values this close (relative) are one value that floating point wrote two ways
 
 
+def percent(value: float | None, digits: int = 1, missing: str = "n/a") -> str:
+    """A share as people read it: 0.8462 -> "84.6%"; ``missing`` where there is none."""
+    return missing if value is None else f"{100 * value:.{digits}f}%"
+
+
 def shown(interval: dict[str, Any] | None, n: int | None = None, scale: float = 100, digits: int = 1,
           unit: str = "") -> str:
     """An interval as people read it, with a leading space: " (81.2-94.1)"; a degenerate bootstrap interval

@@ -7,7 +7,7 @@ from typing import Any
 from coronet.data import sources
 from coronet.evaluation.confounds import PROBE_WARNING_AUC
 from coronet.evaluation.controls import clearly_above, free_rates, verdict
-from coronet.evaluation.intervals import shown
+from coronet.evaluation.intervals import percent, shown
 from coronet.evaluation.stress import LUNG_TESTS
 from coronet.imaging import nuisance
 from coronet.records import DataRecord, EvidenceRecord, RunRecord, StressRecord
@@ -17,9 +17,6 @@ IMAGE_LEVEL_NOTE = " With an image-level split shared patients are expected, and
 # The paper's reported figures; its screened class is COVID-19 and its grouped view has 3 classes.
 PAPER = {"accuracy": 0.895, "screening precision": 0.97, "screening recall": 1.00, "grouped accuracy": 0.95}
 
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _ci(interval: dict[str, Any] | None, n: int | None = None, scale: float = 100, digits: int = 1) -> str:
@@ -47,19 +44,19 @@ def stress_section(stress: StressRecord, classes: list[str]) -> str:
         if name in LUNG_TESTS:
             continue
         for strength, stats in by_strength.items():
-            rows.append([name, strength, _pct(stats["accuracy"]), _pct(stats["flip_rate"]),
-                         *(_pct(stats["flip_to"][c]) for c in classes)])
+            rows.append([name, strength, percent(stats["accuracy"]), percent(stats["flip_rate"]),
+                         *(percent(stats["flip_to"][c]) for c in classes)])
     table = _table(["transform", "strength", "accuracy", "predictions changed", *(f"to {c}" for c in classes)], rows)
     used = [name for name in stress.transforms if name not in LUNG_TESTS]
     listing = "; ".join(f"{name}: {nuisance.TRANSFORMS[name].what}" for name in used)
     warned = "\n".join(f"- **warning:** {w}." for w in stress.warnings) or (
-        f"- No transform changed more than {_pct(stress.warn_flip_rate)} of the predictions.")
+        f"- No transform changed more than {percent(stress.warn_flip_rate)} of the predictions.")
     return f"""## Stress tests
 Each test image was changed in a way that carries no information about disease ({listing}). A model that
 reads the lungs should barely change its answers. Many answers flipping, above all towards one class, means
 the model uses the nuisance as evidence: COVID-19 images in the public collection are often framed,
 annotated figures from papers, the others hospital films, so "frame means COVID-19" is a shortcut these data
-teach. Unchanged test accuracy: {_pct(stress.baseline["accuracy"])} on {stress.images} images. "to c": of
+teach. Unchanged test accuracy: {percent(stress.baseline["accuracy"])} on {stress.images} images. "to c": of
 the images not predicted c before, the share predicted c after.
 
 {table}
@@ -76,7 +73,7 @@ def lungs_section(stress: StressRecord) -> str:
     lungs = stress.lungs
     if not lungs:
         return ""
-    rows = [[key.replace("_", " "), _pct(v["accuracy"]) + _ci(v["interval"]), _pct(v["chance"]),
+    rows = [[key.replace("_", " "), percent(v["accuracy"]) + _ci(v["interval"]), percent(v["chance"]),
              "yes" if v["above_chance"] else "no"] for key, v in lungs.items()]
     return f"""### The lungs-removed test
 The central region that holds the lung fields was filled with the image's median (lungs removed), or
@@ -96,7 +93,7 @@ def controls_section(controls: dict[str, Any]) -> str:
 {verdict(controls)}
 """
     name = controls["screening_class"]
-    rows = [[finding or "(blank)", str(v["n"]), _pct(v["rate"]) + _ci(v["interval"])]
+    rows = [[finding or "(blank)", str(v["n"]), percent(v["rate"]) + _ci(v["interval"])]
             for finding, v in controls["by_finding"].items()]
     mapped = controls["mapped"]
     by_class = "; ".join(f"{label} {v['called']}/{v['n']}" for label, v in mapped["by_class"].items()) or "none"
@@ -112,7 +109,7 @@ few of them {name}; a model that learned the source calls most of them {name}.
 {_table(["finding", "controls", f"called {name} (95% interval)"], rows)}
 
 Controls whose finding maps to one of our classes were called that class in {mapped["called"]} of {mapped["n"]}
-({_pct(mapped["rate"])}{_ci(mapped["interval"])}; {by_class}).
+({percent(mapped["rate"])}{_ci(mapped["interval"])}; {by_class}).
 """
 
 
@@ -148,7 +145,7 @@ Not computed: {external["not_computed"]}.
     name = external["screening_class"]
 
     def shown_rate(r: dict[str, Any]) -> str:
-        return f"{r['called']}/{r['n']} = {_pct(r['rate'])}{_ci(r['interval'])}" if r["n"] else "no films"
+        return f"{r['called']}/{r['n']} = {percent(r['rate'])}{_ci(r['interval'])}" if r["n"] else "no films"
 
     rows = []
     for source, part in external["by_source"].items():
@@ -193,7 +190,7 @@ Not computed: {scored["not_computed"]}.
 
     def shown_rate(r: dict[str, Any] | None) -> str:
         return "not computed (the group is not in params class_groups)" if r is None else (
-            f"{r['called']}/{r['n']} = {_pct(r['rate'])}{_ci(r['interval'])}" if r["n"] else "no films")
+            f"{r['called']}/{r['n']} = {percent(r['rate'])}{_ci(r['interval'])}" if r["n"] else "no films")
 
     rows = [[group, ", ".join(e["sources"]), str(e["n"]), shown_rate(e["called_screening"]),
              f"{shown_rate(e['called_group'])} ({' or '.join(e['members'])})",
@@ -224,22 +221,22 @@ def render(evidence: EvidenceRecord, data: DataRecord, run: RunRecord, licences:
     train, trained_on = run.train_params(), run.trained_on
     ci, n = evidence.intervals, evidence.n_test
     results = [
-        ["accuracy", _pct(evidence.accuracy) + _ci(ci["accuracy"], n), _pct(PAPER["accuracy"])],
-        ["macro F1", _pct(evidence.macro_avg["f1"]) + _ci(ci["macro_f1"], n), "-"],
+        ["accuracy", percent(evidence.accuracy) + _ci(ci["accuracy"], n), percent(PAPER["accuracy"])],
+        ["macro F1", percent(evidence.macro_avg["f1"]) + _ci(ci["macro_f1"], n), "-"],
     ]
     if screened := evidence.screening.get("class"):  # params screening_class
         scores, intervals = evidence.per_class[screened], ci["per_class"][screened]
-        results += [[f"{screened} precision", _pct(scores["precision"]) + _ci(intervals["precision"]),
-                     _pct(PAPER["screening precision"])],
-                    [f"{screened} recall (sensitivity)", _pct(scores["recall"]) + _ci(intervals["recall"]),
-                     _pct(PAPER["screening recall"])]]
+        results += [[f"{screened} precision", percent(scores["precision"]) + _ci(intervals["precision"]),
+                     percent(PAPER["screening precision"])],
+                    [f"{screened} recall (sensitivity)", percent(scores["recall"]) + _ci(intervals["recall"]),
+                     percent(PAPER["screening recall"])]]
     if groups := evidence.grouped.get("groups"):  # params class_groups
         view = "; ".join(f"{g} = {' + '.join(m)}" for g, m in groups.items() if len(m) > 1)
-        results.append([f"{len(groups)}-class accuracy ({view})", _pct(evidence.grouped["accuracy"]),
-                        _pct(PAPER["grouped accuracy"])])
-    per_class = [[c, _pct(s["precision"]) + _ci(ci["per_class"][c]["precision"]),
-                  _pct(s["recall"]) + _ci(ci["per_class"][c]["recall"]),
-                  _pct(s["specificity"]) + _ci(ci["per_class"][c]["specificity"]),
+        results.append([f"{len(groups)}-class accuracy ({view})", percent(evidence.grouped["accuracy"]),
+                        percent(PAPER["grouped accuracy"])])
+    per_class = [[c, percent(s["precision"]) + _ci(ci["per_class"][c]["precision"]),
+                  percent(s["recall"]) + _ci(ci["per_class"][c]["recall"]),
+                  percent(s["specificity"]) + _ci(ci["per_class"][c]["specificity"]),
                   "n/a" if evidence.roc_auc[c] is None else f"{evidence.roc_auc[c]:.3f}"
                   + _ci(ci["roc_auc"][c], n, 1, 3), str(s["support"])]
                  for c, s in ((c, evidence.per_class[c]) for c in classes)]
@@ -249,7 +246,8 @@ def render(evidence: EvidenceRecord, data: DataRecord, run: RunRecord, licences:
                                                                                       ("patients", "patients"))]
     breakdowns = []
     for title, key in (("source", "by_source"), ("age band", "by_age_band")):
-        rows = [[group, str(v["n"]), _pct(v["accuracy"]), ", ".join(f"{c} {_pct(r)}" for c, r in v["recall"].items())]
+        rows = [[group, str(v["n"]), percent(v["accuracy"]),
+                 ", ".join(f"{c} {percent(r)}" for c, r in v["recall"].items())]
                 for group, v in getattr(evidence, key).items()]
         breakdowns.append(f"By {title}:\n\n" + _table([title, "test images", "accuracy", "recall per class"], rows))
     probe = evidence.confound_probe

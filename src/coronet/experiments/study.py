@@ -25,7 +25,7 @@ from typing import Any
 from coronet import paths
 from coronet.console import positive_int
 from coronet.errors import UserError
-from coronet.evaluation.intervals import shown
+from coronet.evaluation.intervals import percent, shown
 from coronet.records import EvidenceRecord, R, StressRecord
 
 # Each mitigation as overrides of the baseline (params train.nuisance and merge.controls.role).
@@ -165,8 +165,10 @@ def read(rev: str, record: type[R], path: Path, repo: str | None = None) -> R | 
     return record.loads(text, f"{path} of {rev[:7]}")
 
 
-def _pct(v: Any) -> str:
-    return "-" if v is None else f"{100 * v:.0f}%"
+
+def _pct0(value: float | None) -> str:
+    """The study table's shares: whole percents, "-" where there is none."""
+    return percent(value, 0, "-")
 
 
 def _ci(interval: dict[str, float] | None) -> str:
@@ -185,13 +187,13 @@ def row(name: str, rev: str, screening: str) -> dict[str, str]:
     return {
         "experiment": name,
         "n test": str(evidence.n_test),
-        "accuracy (95% CI)": _pct(evidence.accuracy) + _ci(evidence.intervals["accuracy"]),
-        f"{screening} recall": _pct(evidence.per_class[screening]["recall"]),
-        f"controls called {screening} (n)": (_pct(called.get("rate")) + _ci(called.get("interval"))
+        "accuracy (95% CI)": _pct0(evidence.accuracy) + _ci(evidence.intervals["accuracy"]),
+        f"{screening} recall": _pct0(evidence.per_class[screening]["recall"]),
+        f"controls called {screening} (n)": (_pct0(called.get("rate")) + _ci(called.get("interval"))
                                               + f" n={called.get('n', 0)}") if called else "-",
-        f"other source called {screening}": _pct(controls.get("other_source_called_screening", {}).get("rate")),
-        f"20% frame: to {screening}": _pct(frame.get("flip_to", {}).get(screening)),
-        "lungs removed (chance)": (f"{_pct(lungs.get('accuracy'))} ({_pct(lungs.get('chance'))})"
+        f"other source called {screening}": _pct0(controls.get("other_source_called_screening", {}).get("rate")),
+        f"20% frame: to {screening}": _pct0(frame.get("flip_to", {}).get(screening)),
+        "lungs removed (chance)": (f"{_pct0(lungs.get('accuracy'))} ({_pct0(lungs.get('chance'))})"
                                    if lungs else "-"),
         "probe AUC": f"{probe['auc']:.2f}" if "auc" in probe else "-",
         **external_columns(evidence.external, screening),
@@ -202,7 +204,7 @@ def row(name: str, rev: str, screening: str) -> dict[str, str]:
 
 def cell(r: dict[str, Any] | None) -> str:
     """A rate with its interval and n."""
-    return f"{_pct(r['rate'])}{_ci(r['interval'])} n={r['n']}" if r and r["n"] else "-"
+    return f"{_pct0(r['rate'])}{_ci(r['interval'])} n={r['n']}" if r and r["n"] else "-"
 
 
 def external_columns(external: dict[str, Any], screening: str) -> dict[str, str]:

@@ -24,7 +24,7 @@ MIN_STD = 1.0  # grey levels: a uniform image
 BORDER_WARN = 0.03  # share of a side covered by a uniform band
 MARKER_WARN = 0.004  # share of a corner covered by thin bright strokes (text, arrows)
 # Share of the image covered by small near-white glyphs along its edges: a hospital's lead side marker ("D",
-# "L", "R"), a printed label. Measured on the real films of ../shared/reference (docs/evidence.md): 0.0009 and
+# "L", "R"), a printed label. Measured on the real films of ../shared/reference (docs/operations.md): 0.0009 and
 # more on each of Actualmed's 9 marked films, at most 0.0001 on its clean one and on the public collection's
 # clean films.
 GLYPH_WARN = 0.0008

@@ -25,15 +25,12 @@ from typing import Any
 from coronet.console import port, positive_int, positive_number
 from coronet.errors import UserError
 from coronet.evaluation.controls import free_rates
-from coronet.evaluation.intervals import shown
+from coronet.evaluation.intervals import percent, shown
 from coronet.imaging import checks
 
 PREDICTED = "the predicted class"
 MAX_IMAGES = 8
 
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _ci(interval: dict[str, Any] | None, n: int | None = None) -> str:
@@ -49,26 +46,27 @@ def model_summary(served: Any) -> str:
              + (f" · {served.created}" if served.created else "")]
     if head and evidence:
         ci, n = evidence.intervals, head.n_test
-        parts = [f"accuracy {_pct(head.accuracy)}{_ci(ci['accuracy'], n)} on {n} test images",
-                 f"macro F1 {_pct(head.macro_f1)}{_ci(ci['macro_f1'], n)}"]
+        parts = [f"accuracy {percent(head.accuracy)}{_ci(ci['accuracy'], n)} on {n} test images",
+                 f"macro F1 {percent(head.macro_f1)}{_ci(ci['macro_f1'], n)}"]
         if screening and head.screening == screening:
-            parts.append(f"{screening} sensitivity {_pct(head.sensitivity)}{_ci(ci['per_class'][screening]['recall'])}")
+            recall = ci["per_class"][screening]["recall"]
+            parts.append(f"{screening} sensitivity {percent(head.sensitivity)}{_ci(recall)}")
         if controls := evidence.controls.get("called_screening"):
-            rate = _pct(controls["rate"]) + _ci(controls["interval"])
+            rate = percent(controls["rate"]) + _ci(controls["interval"])
             parts.append(f"same-source controls called {screening}: {rate}")
         external = evidence.external
         if "sensitivity" in external:  # a hospital it never saw
             sources = ", ".join(external["by_source"])
             twin = served.classifier.trained_on is not None and served.classifier.trained_on.synthetic
             parts.append(f"on a hospital it never saw ({sources}{': its drawn twin' if twin else ''}): {screening} "
-                         f"sensitivity {_pct(external['sensitivity']['rate'])}"
+                         f"sensitivity {percent(external['sensitivity']['rate'])}"
                          f"{_ci(external['sensitivity']['interval'])}, specificity "
-                         f"{_pct(external['specificity']['rate'])}{_ci(external['specificity']['interval'])}"
+                         f"{percent(external['specificity']['rate'])}{_ci(external['specificity']['interval'])}"
                          + "".join(f" ({note})" for note in free_rates(external)))
         for group, entry in evidence.scored.get("by_group", {}).items():  # an adult's pneumonia
             called = entry["called_screening"]
             parts.append(f"{', '.join(entry['sources'])} {group} films (only scored, never trained on) called "
-                         f"{screening}: {_pct(called['rate'])}{_ci(called['interval'])} of {called['n']}")
+                         f"{screening}: {percent(called['rate'])}{_ci(called['interval'])} of {called['n']}")
         parts.append(f"calibration error (ECE) {head.ece:.3f}" if head.ece is not None else "no calibration error")
         lines.append("**Its test results:** " + "; ".join(parts) + ".")
     else:
@@ -82,15 +80,15 @@ def image_report(name: str, row: dict[str, Any], findings: list[checks.Finding],
     if row["error"]:
         return f"### {name}\n**Not classified:** {row['error']}\n"
     ranked = sorted(classifier.classes, key=lambda c: -row[f"p_{c}"])
-    table = ["| class | probability |", "|---|---|"] + [f"| {c} | {_pct(row[f'p_{c}'])} |" for c in ranked]
+    table = ["| class | probability |", "|---|---|"] + [f"| {c} | {percent(row[f'p_{c}'])} |" for c in ranked]
     confidence = " · low confidence" if row["low_confidence"] else ""
-    lines = [f"### {name}", f"**Answer: {row['predicted']}** ({_pct(row['p_' + row['predicted']])}){confidence}", "",
+    lines = [f"### {name}", f"**Answer: {row['predicted']}** ({percent(row['p_' + row['predicted']])}){confidence}", "",
              *table]
     if classifier.groups:
-        grouped = ", ".join(f"{g} {_pct(row[f'pg_{g}'])}" for g in classifier.groups)
+        grouped = ", ".join(f"{g} {percent(row[f'pg_{g}'])}" for g in classifier.groups)
         lines.append(f"\nGrouped view: **{row['predicted_group']}** ({grouped})")
     if classifier.screening:
-        lines.append(f"\n{classifier.screening} probability: **{_pct(row[f'p_{classifier.screening}'])}**")
+        lines.append(f"\n{classifier.screening} probability: **{percent(row[f'p_{classifier.screening}'])}**")
     warned = [f for f in findings if f.severity == "warn"]
     if warned:
         lines.append("\n**Input checks: what to distrust**")
