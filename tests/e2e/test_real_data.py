@@ -16,7 +16,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from conftest import CLASSES, REFERENCE, make_project, run_tool
+from conftest import CLASSES, REFERENCE, TINY, make_project, run_tool
 from coronet.data.sources import nih
 
 REAL_MINI = REFERENCE / "real-mini"
@@ -73,6 +73,8 @@ def overrides(mirror: str) -> dict[str, object]:
             "download.archives.nih.enabled": True, "download.archives.nih.sha256": sums["Data_Entry_2017_v2020.csv.gz"],
             "download.archives.nih.parts": [{"url": nih.PARTS["images_001.tar.gz"],
                                              "filename": "images_001.tar.gz", "sha256": sums["images_001.tar.gz"]}],
+            # plumbing on real files, not learning: the suite's small backbone (tests/conftest.py TINY)
+            "train.backbone": TINY["train.backbone"],
             "train.image_size": 71, "train.weights": "none", "train.epochs": 1, "train.learning_rate": 0.001,
             "train.bn_momentum": 0.9, "train.recalibrate_bn": True, "evaluate.bootstrap_resamples": 200}
 
