@@ -153,7 +153,8 @@ def test_make_server_lets_its_owner_in_only_and_stops_both_servers_on_a_signal(t
                                                                           if not k.startswith("PG")})
         assert bare.returncode != 0 and "password" in bare.stderr, bare.stderr
         if os.geteuid() == 0:  # another local account (CI runs as root, so it can switch to one)
-            other = subprocess.run(["runuser", "-u", "nobody", "--", *psql], capture_output=True, text=True, cwd="/")
+            other = subprocess.run([team_server.runuser(), "-u", "nobody", "--", *psql], capture_output=True, text=True,
+                                   cwd="/")
             assert other.returncode != 0 and "Permission denied" in other.stderr, other.stderr
         second = subprocess.run([str(VENV_BIN / "python"), "-c", "from pathlib import Path; from coronet.errors import "
                                  "run_stage; from coronet.tracking.team_server import main; "

@@ -40,9 +40,18 @@ def pg_binary(name: str) -> str:
     return found
 
 
+def runuser() -> str:
+    """util-linux's runuser (root switching to another account): in /usr/sbin, which a root shell's PATH may lack."""
+    found = shutil.which("runuser") or next((p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(p)),
+                                            None)
+    if not found:
+        raise UserError("runuser (util-linux) is not installed: root needs it to run PostgreSQL as its own user")
+    return found
+
+
 def _as_postgres(command: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root: then its programs run as the postgres system user."""
-    return ["runuser", "-u", PG_USER, "--", *command] if os.geteuid() == 0 else command
+    return [runuser(), "-u", PG_USER, "--", *command] if os.geteuid() == 0 else command
 
 
 class Postgres:
