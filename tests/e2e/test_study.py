@@ -110,3 +110,4 @@ def test_after_applying_an_experiment_the_suggested_commands_show_its_results(st
     run_tool(project, "dvc", "plots", "show", env=env)
     page = (project / "dvc_plots/index.html").read_text()
     assert "cdn.jsdelivr" not in page and "window.vegaEmbed=" in page and page.count("vegaEmbed('#") >= 5
+    assert "What each model was trained on" in page  # DVC's data plots cannot say it: the page says where it is

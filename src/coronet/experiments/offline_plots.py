@@ -29,6 +29,10 @@ __BUNDLE__
     </style>
 </head>
 <body>
+    <p><b>What each model was trained on</b> is printed in the band under each of its PNG figures (a red band: a
+    model trained on the demo's SYNTHETIC images, not for X-rays). DVC draws the curves and the confusion matrix
+    from the data files alone and cannot print it there: see <code>models/run.json</code> (<code>trained_on</code>)
+    of each revision, or the model card.</p>
     {plot_divs}
 </body>
 </html>
