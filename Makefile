@@ -126,6 +126,8 @@ bench: venv
 	$(BIN)/python benchmarks/first_epoch.py
 	$(BIN)/python benchmarks/tar_parts.py
 	$(BIN)/python benchmarks/backbones.py
+	$(BIN)/python benchmarks/bootstrap.py
+	$(BIN)/python benchmarks/checkpoint_cost.py
 
 clean-venv:
 	rm -rf $(VENV) .venv-flavour

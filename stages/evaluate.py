@@ -35,8 +35,7 @@ def main() -> int:
                                                                validate="one_to_one")
     test = images[images["split"] == "test"].reset_index(drop=True)
 
-    predictions, controls, external, scored, features = predict_all(
-        classifier, images, cfg.batch_size, paths.PREDICTIONS, paths.CONTROLS, paths.EXTERNAL, paths.SCORED)
+    predictions, controls, external, scored, features = predict_all(classifier, images, cfg.batch_size)
     scores = compute_metrics(predictions, scheme.classes, scheme.groups, scheme.screening)
     found = collect(predictions, controls, external, scored, images, pd.read_csv(paths.IMAGE_STATS), features,
                              cfg)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
 from coronet import paths
 from coronet.errors import run_stage
-from coronet.files import atomic_path, sha256_file, write_csv
+from coronet.files import atomic_path, sha256_file
 from coronet.model.checkpoints import Checkpoints, fingerprint, stage_dependencies
 from coronet.model.dataset import balance_sources, load_split
-from coronet.model.fit import HISTORY_COLUMNS, fit
+from coronet.model.fit import fit
 from coronet.model.network import backbone, inference_copy
 from coronet.model.runtime import (
     describe_devices,
@@ -18,11 +16,10 @@ from coronet.model.runtime import (
     set_precision,
     set_seeds,
 )
-from coronet.params import ClassScheme, ResizeParams, TrackingParams, TrainParams, flatten, load_params, project_seed
-from coronet.records import DataRecord, ModelContract, RunRecord, SourcesRecord, TrainingData
-from coronet.tracking import lineage
-from coronet.tracking.run import PipelineRun, epoch_curves, split_datasets
+from coronet.params import ClassScheme, ResizeParams, TrackingParams, TrainParams, load_params, project_seed
+from coronet.records import ModelContract, RunRecord, SourcesRecord, TrainingData
 from coronet.tracking.store import shown_uri
+from coronet.tracking.training import epoch_records, start_training_run
 
 
 def main() -> int:
@@ -38,34 +35,20 @@ def main() -> int:
     if cfg.balance_sources:
         frames["train"] = balance_sources(frames["train"])
     checkpoints = Checkpoints(paths.CHECKPOINTS, fingerprint([cfg.as_dict(), scheme.classes, seed],
-                                                             stage_dependencies("train")))
+                                                             stage_dependencies("train")), cfg.checkpoint_every_s)
     state = checkpoints.load_state() if cfg.checkpoint else None
 
-    downloaded = SourcesRecord.read(paths.SOURCES)
-    trained_on = TrainingData(downloaded.source, frames["train"]["source"].value_counts().sort_index().to_dict(),
-                              cfg.image_size, cfg.weights, cfg.epochs)
-    run = PipelineRun(experiment)
-    if run.start(state and state["run_id"], lineage.run_name(), system_metrics=True) and not state:
-        run.log_params({**flatten({"train": cfg.as_dict(), "resize": vars(resize)}), "seed": seed,
-                        "classes": ",".join(scheme.classes),
-                        **lineage.data_params(DataRecord.read(paths.DATA_METRICS))})
-        run.set_tags({**devices, **trained_on.tags(), "mlflow.source.git.commit": lineage.git_commit(),
-                      "mlflow.note.content": trained_on.statement(),
-                      **{f"images.{k}": len(v) for k, v in frames.items()}})
-        digests = lineage.data_digests(paths.IMAGES_CSV, paths.SPLITS)
-        run.log_inputs(split_datasets(frames, digests, downloaded.archives))
-
-    def write_history(model, history, seconds) -> None:  # every epoch: `dvc plots show` follows the run
-        write_csv(paths.HISTORY, pd.DataFrame(history).reindex(columns=HISTORY_COLUMNS))
-
-    def log_curves(model, history, seconds) -> None:
-        logs = {k: v for k, v in history[-1].items() if k != "epoch"}
-        run.log_metrics(epoch_curves(logs, seconds), step=int(history[-1]["epoch"]))
+    trained_on = TrainingData(SourcesRecord.read(paths.SOURCES).source,
+                              frames["train"]["source"].value_counts().sort_index().to_dict(), cfg.image_size,
+                              cfg.weights, cfg.epochs)
+    run = start_training_run(experiment, state and state["run_id"], cfg, resize, seed, scheme.classes, devices,
+                             trained_on, frames)
 
     def save_checkpoint(model, history, seconds) -> None:
-        checkpoints.save(model, int(history[-1]["epoch"]), history, run.run_id)
+        if checkpoints.due():
+            checkpoints.save(model, int(history[-1]["epoch"]), history, run.run_id)
 
-    callbacks = [write_history, log_curves] + ([save_checkpoint] if cfg.checkpoint else [])
+    callbacks = epoch_records(run) + ([save_checkpoint] if cfg.checkpoint else [])
     fitted = fit(cfg, scheme.classes, seed, frames, checkpoints=checkpoints, state=state, on_epoch=callbacks)
     if fitted.recalibration:
         run.log_metrics({f"bn_recalibration/{k}": v for k, v in fitted.recalibration.items()})
@@ -87,4 +70,5 @@ def main() -> int:
 
 if __name__ == "__main__":
     import_tensorflow_quietly()  # before anything imports it: its start-up lines are not for our users
-    run_stage(main, f"every finished epoch is saved in {paths.CHECKPOINTS}; `dvc repro` continues from there")
+    run_stage(main, f"the newest saved epoch is in {paths.CHECKPOINTS} (train.checkpoint_every_s); `dvc repro` "
+                    "continues from there")

@@ -203,6 +203,20 @@ def file_server() -> Iterator[FileServer]:
 LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never through a proxy
 
 
+def have_postgres() -> bool:
+    """Debian's postgresql is installed (.ci/run installs it; a developer's machine may lack it)."""
+    from coronet.tracking import team_server
+
+    try:
+        team_server.pg_binary("initdb")
+    except Exception:
+        return False
+    return True
+
+
+HAVE_POSTGRES = have_postgres()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -359,6 +373,7 @@ TINY = {
     "train.learning_rate": 0.001,
     "train.bn_momentum": 0.9,
     "train.recalibrate_bn": True,
+    "train.checkpoint_every_s": 0,  # every epoch of seconds saved: the resume tests interrupt after the first
     "evaluate.bootstrap_resamples": 100,
     "evaluate.gradcam_per_class": 1,
 }

@@ -508,6 +508,7 @@ class TrainParams:
     balance_sources: bool
     deterministic: bool
     checkpoint: bool
+    checkpoint_every_s: float
 
     @classmethod
     def parse(cls, params: Section) -> TrainParams:
@@ -542,6 +543,7 @@ class TrainParams:
             balance_sources=cfg.flag("balance_sources"),
             deterministic=cfg.flag("deterministic"),
             checkpoint=cfg.flag("checkpoint"),
+            checkpoint_every_s=cfg.number("checkpoint_every_s", 0),
         )
 
     def as_dict(self) -> dict[str, Any]:

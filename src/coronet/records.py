@@ -250,7 +250,8 @@ class RunRecord(Record):
         """The train params the model was fitted with, typed and checked as the train stage read them."""
         from coronet.params import Section, TrainParams
 
-        return TrainParams.parse(Section({"train": self.train}))
+        # checkpoint_every_s came after schema 3's first records; it never changes the weights
+        return TrainParams.parse(Section({"train": {"checkpoint_every_s": 0, **self.train}}))
 
     def _digest(self) -> str:
         fields = {"model": {k: v for k, v in dataclasses.asdict(self.model).items() if k != "seal"},

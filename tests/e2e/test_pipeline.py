@@ -22,6 +22,7 @@ from conftest import (
     set_params,
     write_twins,
 )
+from coronet.evaluation import tables
 
 pytestmark = pytest.mark.cost(150)  # seconds in make test (2 cores): the slowest files start first
 
@@ -99,7 +100,7 @@ def test_metrics_json_holds_the_headline_and_details_json_the_rest(pipeline):
     shown = run_tool(project, "dvc", "metrics", "show", "metrics/metrics.json", env={"COLUMNS": "120"}).stdout
     assert max(map(len, shown.splitlines())) <= 120 and str(head.n_test) in shown
     # the external figures, worked out again from metrics/external.csv
-    external = pd.read_csv(project / "metrics/external.csv", keep_default_na=False)
+    external = tables.EXTERNAL.read(CLASSES, project)
     covid = external["label"] == scheme.screening
     s = scheme.screening
     assert details.external == {
@@ -114,7 +115,7 @@ def test_metrics_json_holds_the_headline_and_details_json_the_rest(pipeline):
     assert list(details.per_class) == scheme.classes
     assert head.sensitivity == evidence.per_class[s]["recall"]
     metrics = json.loads((project / "metrics/evidence.json").read_text())
-    predictions = pd.read_csv(project / "metrics/predictions.csv")
+    predictions = tables.PREDICTIONS.read(CLASSES, project)
     assert list(predictions.columns[:3]) == ["id", "label", "predicted"]
     assert np.allclose(predictions.filter(like="p_").sum(axis=1), 1, atol=1e-4)  # 6-decimal rounding of 4 values
     assert metrics["n_test"] == len(predictions)
@@ -144,14 +145,14 @@ def test_the_same_source_controls_are_scored_from_their_predictions(pipeline):
     """Is it COVID-19 or the source? Every number worked out again from metrics/controls.csv and
     metrics/predictions.csv, and the headline holds the two rates."""
     project = pipeline.project
-    scored = pd.read_csv(project / "metrics/controls.csv", keep_default_na=False)
+    scored = tables.CONTROLS.read(CLASSES, project)
     assert len(scored) == CONTROLS and set(scored["source"]) == {"covid"}
     controls = json.loads((project / "metrics/evidence.json").read_text())["controls"]
     called = scored["predicted"] == "covid"
     assert controls["called_screening"]["n"] == CONTROLS and controls["called_screening"]["called"] == called.sum()
     for finding, part in scored.groupby("finding"):
         assert controls["by_finding"][finding]["rate"] == pytest.approx((part["predicted"] == "covid").mean())
-    test = pd.read_csv(project / "metrics/predictions.csv").merge(
+    test = tables.PREDICTIONS.read(CLASSES, project).merge(
         pd.read_csv(project / "data/processed/images.csv")[["id", "source"]], on="id")
     others = test[(test["source"] == "kermany") & (test["label"] != "covid")]
     assert controls["other_source_called_screening"]["n"] == len(others)
@@ -196,7 +197,7 @@ def test_stress_results_follow_params_and_the_predictions(pipeline):
     configured = yaml.safe_load((project / "params.yaml").read_text())["evaluate"]["stress"]["transforms"]
     assert {name: sorted(by) for name, by in results["transforms"].items()} == {
         name: sorted(f"{float(v):g}" for v in values) for name, values in configured.items()}
-    predictions = pd.read_csv(project / "metrics/predictions.csv")
+    predictions = tables.PREDICTIONS.read(CLASSES, project)
     assert results["images"] == len(predictions)
     assert results["baseline"]["accuracy"] == pytest.approx((predictions["label"] == predictions["predicted"]).mean())
     assert results["chance"] == pytest.approx(predictions["label"].value_counts(normalize=True).max())
@@ -287,7 +288,7 @@ def test_mlflow_run_holds_params_curves_model_and_tags(pipeline):
     assert version.run_id == run.info.run_id
 
     served = mlflow.pyfunc.load_model("models:/coronet@candidate")
-    test = pd.read_csv(project / "metrics/predictions.csv").head(3)
+    test = tables.PREDICTIONS.read(CLASSES, project).head(3)
     manifest = pd.read_csv(project / "data/interim/manifest.csv").set_index("id")
     originals = []
     for image_id in test["id"]:

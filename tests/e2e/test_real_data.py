@@ -18,6 +18,7 @@ import pytest
 
 from conftest import CLASSES, REFERENCE, TINY, make_project, run_tool
 from coronet.data.sources import nih
+from coronet.evaluation import tables
 
 REAL_MINI = REFERENCE / "real-mini"
 ACTUALMED_MINI = REFERENCE / "actualmed-mini"  # the third hospital, scored as an external source
@@ -103,7 +104,7 @@ def test_real_archives_run_through_every_stage(real_run):
     # The headline numbers, worked out again from the predictions and the split (not trusted to lie in [0, 1]).
     metrics = json.loads((project / "metrics/metrics.json").read_text())
     details = json.loads((project / "metrics/details.json").read_text())
-    predictions = pd.read_csv(project / "metrics/predictions.csv")
+    predictions = tables.PREDICTIONS.read(CLASSES, project)
     splits = pd.read_csv(project / "data/processed/splits.csv")
     assert metrics["n_test"] == len(predictions) == (splits["split"] == "test").sum() > 20
     assert metrics["accuracy"] == pytest.approx((predictions["label"] == predictions["predicted"]).mean())
@@ -204,7 +205,7 @@ def test_the_external_hospital_is_scored_and_never_trained_on(real_run):
     manifest = pd.read_csv(project / "data/interim/manifest.csv", keep_default_na=False)
     splits = pd.read_csv(project / "data/processed/splits.csv").merge(manifest[["id", "source"]], on="id")
     assert set(splits.loc[splits["source"] == "actualmed", "split"]) == {"external"}
-    external = pd.read_csv(project / "metrics/external.csv", keep_default_na=False)
+    external = tables.EXTERNAL.read(CLASSES, project)
     taken = dict(zip(external["id"], external["label"], strict=True))
     names = manifest.set_index("id")["original_path"].str.rsplit("/", n=1).str[-1]
     expected = {"COVID-19": "covid", "No finding": "normal"}
@@ -257,7 +258,7 @@ def test_nih_adults_train_and_their_pneumonias_are_scored(real_run):
     assert mine.loc[mine["code"] == "not_downloaded", "row"].tolist() == [f"{absent} rows"]
     assert f"{absent:,} label rows are in parts not downloaded" in result.stdout
 
-    scored = pd.read_csv(project / "metrics/scored.csv", keep_default_na=False)
+    scored = tables.SCORED.read(CLASSES, project)
     assert set(scored["id"]) == set(ours.loc[ours["cohort"] == "scored", "id"])
     metrics = json.loads((project / "metrics/details.json").read_text())
     assert metrics["scored"]["pneumonia_covid_rate"] == pytest.approx((scored["predicted"] == "covid").mean())

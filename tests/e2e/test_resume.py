@@ -35,7 +35,8 @@ def test_ctrl_c_mid_training_then_resume_gives_the_uninterrupted_model(pipeline,
     # a full KeyboardInterrupt traceback before; now one line saying what was kept.
     assert first.returncode == 130 and "Traceback" not in err, err[-3000:]
     assert [line for line in err.splitlines() if line.startswith("interrupted")] == [
-        "interrupted: every finished epoch is saved in models/checkpoints; `dvc repro` continues from there"]
+        "interrupted: the newest saved epoch is in models/checkpoints (train.checkpoint_every_s); `dvc repro` "
+        "continues from there"]
     done = json.loads(state.read_text())["epoch"]
     assert done == 1
 

@@ -47,7 +47,7 @@ cfg = TrainParams(backbone="pixels", image_size=71, weights=None, dropout=0.0, d
                   lr_decay="none",
                   clipnorm=None, batch_size=4, epochs=1, augment=still, nuisance=NuisanceParams({}), bn_momentum=0.9,
                   recalibrate_bn=True, precision="float32", balance_sources=False, deterministic=False,
-                  checkpoint=False)
+                  checkpoint=False, checkpoint_every_s=0)
 out = {}
 for name, chosen in (("one", strategy([devices[0]])), ("two", strategy(devices))):
     set_seeds(3, deterministic=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -78,6 +79,26 @@ def test_roc_auc(metrics):
     assert metrics["roc_auc"]["covid"] == pytest.approx(21 / 24)
 
 
+def test_the_rank_auc_and_the_bincount_matrix_are_sklearns_on_random_data_with_ties():
+    """The bootstrap's fast statistics against sklearn's own, on scores rounded to make ties and on labels
+    that include one outside the class list (sklearn leaves it out, so must the tally)."""
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+
+    from coronet.evaluation.metrics import codes, roc_auc, tally
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        n = int(rng.integers(5, 60))
+        positive = rng.random(n) < 0.4
+        scores = np.round(rng.random(n), 1)
+        expected = roc_auc_score(positive, scores) if 0 < positive.sum() < n else None
+        assert roc_auc(positive, scores) == (None if expected is None else pytest.approx(expected, abs=1e-12))
+        names = ["a", "b", "c"]
+        actual, predicted = rng.choice(["a", "b", "c", "x"], n), rng.choice(names, n)
+        assert (tally(codes(actual, names), codes(predicted, names), 3)
+                == confusion_matrix(actual, predicted, labels=names)).all()
+
+
 def test_undefined_precision_is_null_not_zero():
     frame = pd.DataFrame([("covid", "normal"), ("normal", "normal")], columns=["label", "predicted"])
     for c in CLASSES:
@@ -92,7 +113,6 @@ def test_precision_recall_curve_has_one_point_per_recall():
     have. By hand: scores 0.9 (positive), 0.8 (negative), 0.7 (positive), 0.1 (negative) give recall 0.5 at
     precision 1 then 1/2, recall 1 at 2/3 then 1/2; interpolated, each recall keeps its best precision at that
     recall or above."""
-    import numpy as np
 
     from coronet.evaluation.plots import interpolated_precision_recall
 
@@ -120,9 +140,8 @@ def test_an_interval_that_floating_point_writes_two_ways_is_still_degenerate_and
     no degenerate flag (an exact float comparison)."""
     from coronet.evaluation.intervals import bootstrap, shown
 
-    frame = pd.DataFrame({"x": range(26)})
     wobble = iter([1.0, 1.0 - 1e-16] * 100)  # one value, written two ways by float arithmetic
-    found = bootstrap(frame, {"f1": lambda _: next(wobble)}, resamples=50, seed=0)["f1"]
+    found = bootstrap(26, {"f1": lambda _: next(wobble)}, resamples=50, seed=0)["f1"]
     assert found["low"] != found["high"] and found["degenerate"] is True
     assert shown(found, 26, 1, 3) == " (all resamples agree: 26 images cannot bound it)"
     close = {"low": 0.99996, "high": 1.0}  # two values, one at three decimals: not printed "(1.000-1.000)"
@@ -153,3 +172,23 @@ def test_a_new_per_class_score_is_its_line_and_its_name(monkeypatch):
     _, details = module.headline(out, {"calibration": {"ece": 0.0}, "controls": {}, "external": {}, "scored": {}})
     assert details.per_class["covid"]["npv"] == pytest.approx(6 / 7)
     assert details.per_class["pneumonia_viral"]["npv"] == pytest.approx(7 / 8)
+
+
+def test_a_prediction_table_is_written_and_read_by_its_one_column_list(monkeypatch, tmp_path):
+    """An empty finding stays "" (not NaN), the columns come in the table's order, and a file that lacks one is
+    one error naming it."""
+    from coronet.errors import DataError
+    from coronet.evaluation import tables
+
+    monkeypatch.chdir(tmp_path)
+    films = pd.DataFrame({"id": ["0007", "b"], "label": ["covid", "normal"], "source": ["x", "y"],
+                          "finding": ["", "No Finding"], "age": ["", "41"]})
+    probabilities = np.array([[0.7, 0.1, 0.1, 0.1], [0.2, 0.5, 0.2, 0.1]])
+    tables.CONTROLS.write(films, probabilities, CLASSES)
+    read = tables.CONTROLS.read(CLASSES)
+    assert list(read.columns) == ["id", "label", "source", "finding", "predicted", *(f"p_{c}" for c in CLASSES)]
+    assert read["id"].tolist() == ["0007", "b"] and read["finding"].tolist() == ["", "No Finding"]
+    assert read["predicted"].tolist() == [CLASSES[0], CLASSES[1]] and read[f"p_{CLASSES[0]}"].tolist() == [0.7, 0.2]
+    read.drop(columns=f"p_{CLASSES[1]}").to_csv(tables.CONTROLS.path, index=False)
+    with pytest.raises(DataError, match=f"metrics/controls.csv lacks the columns p_{CLASSES[1]}"):
+        tables.CONTROLS.read(CLASSES)

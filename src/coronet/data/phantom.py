@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,53 @@ from coronet.imaging import nuisance
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
 
-# The classes the phantom has a finding for ("normal": clear lungs; "": no class, drawn clear too).
-FINDINGS = ("covid", "normal", "pneumonia_bacterial", "pneumonia_viral")
+# Each lung's centre (x, y) and radii, as shares of the image side.
+Lungs = list[tuple[float, float, float, float]]
+
+
+def _ground_glass(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, lungs: Lungs) -> np.ndarray:
+    """covid: bilateral peripheral ground-glass blobs."""
+    finding = np.zeros_like(xx)
+    for cx, cy, rx, ry in lungs:
+        for _ in range(rng.integers(2, 4)):
+            side = np.sign(cx - 0.5)
+            bx = cx + side * rng.uniform(0.2, 0.7) * rx
+            by = cy + rng.uniform(0.0, 0.7) * ry
+            sigma = rng.uniform(0.04, 0.06)
+            finding += rng.uniform(45, 65) * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * sigma**2))
+    return finding
+
+
+def _lobar(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, lungs: Lungs) -> np.ndarray:
+    """pneumonia_bacterial: one dense lobar consolidation."""
+    cx, cy, rx, ry = lungs[rng.integers(0, 2)]
+    bx, by = cx + rng.uniform(-0.3, 0.3) * rx, cy + rng.uniform(-0.2, 0.5) * ry
+    return rng.uniform(85, 105) * (((xx - bx) / (0.7 * rx)) ** 2 + ((yy - by) / (0.35 * ry)) ** 2 < 1)
+
+
+def _reticular(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, lungs: Lungs) -> np.ndarray:
+    """pneumonia_viral: a coarse bilateral reticular pattern."""
+    freq = rng.uniform(9, 12)
+    phase = rng.uniform(0, 1, size=2)
+    mesh = (np.abs(np.sin(np.pi * (xx * freq + phase[0]))) < 0.35) | (
+        np.abs(np.sin(np.pi * (yy * freq + phase[1]))) < 0.35
+    )
+    return rng.uniform(35, 45) * mesh
+
+
+def _clear(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, lungs: Lungs) -> np.ndarray:
+    """normal (and a film without a class): clear lungs."""
+    return np.zeros_like(xx)
+
+
+# Class -> its finding: (rng, x, y, lungs) -> brightness added inside the lungs. A class the twins can draw is one
+# entry here (ARCHITECTURE.md, "Adding or renaming a class").
+FINDINGS: dict[str, Callable[[np.random.Generator, np.ndarray, np.ndarray, Lungs], np.ndarray]] = {
+    "covid": _ground_glass,
+    "normal": _clear,
+    "pneumonia_bacterial": _lobar,
+    "pneumonia_viral": _reticular,
+}
 
 
 def check_drawable(classes: list[str]) -> None:
@@ -33,7 +78,7 @@ def check_drawable(classes: list[str]) -> None:
     clear lungs, a class the model could never tell from normal."""
     if missing := [c for c in classes if c not in FINDINGS]:
         raise ParamsError(f"params.yaml: classes {missing} have no look in the synthetic twins (they draw "
-                          f"{', '.join(FINDINGS)}): add a finding for each to coronet.data.phantom.draw_xray, or "
+                          f"{', '.join(FINDINGS)}): add a finding for each to coronet.data.phantom.FINDINGS, or "
                           "run on real archives (download.source: upstream)")
 
 
@@ -61,27 +106,7 @@ def draw_xray(rng: np.random.Generator, label: str, size: int) -> np.ndarray:
     image -= 70 * lungs
     image += 60 * (np.abs(xx - 0.5) < 0.025) * torso  # spine
     image += 12 * lungs * (np.sin(2 * np.pi * (yy * 14 + 3 * (xx - 0.5) ** 2)) > 0.7)  # ribs
-    finding = np.zeros_like(image)
-    if label == "covid":
-        for cx, cy, rx, ry in centres:
-            for _ in range(rng.integers(2, 4)):
-                side = np.sign(cx - 0.5)
-                bx = cx + side * rng.uniform(0.2, 0.7) * rx
-                by = cy + rng.uniform(0.0, 0.7) * ry
-                sigma = rng.uniform(0.04, 0.06)
-                finding += rng.uniform(45, 65) * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * sigma**2))
-    elif label == "pneumonia_bacterial":
-        cx, cy, rx, ry = centres[rng.integers(0, 2)]
-        bx, by = cx + rng.uniform(-0.3, 0.3) * rx, cy + rng.uniform(-0.2, 0.5) * ry
-        finding += rng.uniform(85, 105) * (((xx - bx) / (0.7 * rx)) ** 2 + ((yy - by) / (0.35 * ry)) ** 2 < 1)
-    elif label == "pneumonia_viral":
-        freq = rng.uniform(9, 12)
-        phase = rng.uniform(0, 1, size=2)
-        mesh = (np.abs(np.sin(np.pi * (xx * freq + phase[0]))) < 0.35) | (
-            np.abs(np.sin(np.pi * (yy * freq + phase[1]))) < 0.35
-        )
-        finding += rng.uniform(35, 45) * mesh
-    image += finding * lungs
+    image += FINDINGS[label or "normal"](rng, xx, yy, centres) * lungs
     image = image * rng.uniform(0.8, 1.2) + rng.uniform(-20, 20)
     image += rng.normal(0, 6, size=image.shape)
     out = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.2))

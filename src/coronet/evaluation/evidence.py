@@ -15,24 +15,30 @@ from coronet.evaluation import controls as same_source
 from coronet.evaluation.calibration import brier_score, expected_calibration_error
 from coronet.evaluation.confounds import age_band, breakdown, source_probe
 from coronet.evaluation.intervals import bootstrap, per_class_wilson, wilson
-from coronet.evaluation.metrics import averages, confusion, per_class_scores, roc_auc_per_class
+from coronet.evaluation.metrics import averages, codes, confusion, per_class_scores, roc_auc, tally
 from coronet.params import EvaluateParams
 
 
-def _macro_f1(classes: list[str]) -> Callable[[pd.DataFrame], float | None]:
-    def statistic(sample: pd.DataFrame) -> float | None:
-        return averages(per_class_scores(confusion(sample, classes), classes))["macro_avg"]["f1"]
+def resampled_statistics(predictions: pd.DataFrame, classes: list[str]
+                         ) -> dict[str, Callable[[np.ndarray], float | None]]:
+    """Macro F1 and each class's ROC AUC of the test images at given rows: arrays taken once, so that each of
+    the bootstrap's resamples costs a bincount and a ranking."""
+    actual, predicted, k = codes(predictions["label"], classes), codes(predictions["predicted"], classes), len(classes)
 
-    return statistic
+    def macro_f1(rows: np.ndarray) -> float | None:
+        return averages(per_class_scores(tally(actual[rows], predicted[rows], k), classes))["macro_avg"]["f1"]
+
+    def auc(i: int) -> Callable[[np.ndarray], float | None]:
+        scores = predictions[f"p_{classes[i]}"].to_numpy()
+        return lambda rows: roc_auc(actual[rows] == i, scores[rows])
+
+    return {"macro_f1": macro_f1, **{f"roc_auc.{c}": auc(i) for i, c in enumerate(classes)}}
 
 
 def intervals(predictions: pd.DataFrame, classes: list[str], resamples: int, seed: int, level: float
               ) -> dict[str, Any]:
-    statistics = {
-        "macro_f1": _macro_f1(classes),
-        **{f"roc_auc.{c}": (lambda s, c=c: roc_auc_per_class(s, [c])[c]) for c in classes},
-    }
-    boot = bootstrap(predictions, statistics, resamples, seed, level)
+    statistics = resampled_statistics(predictions, classes)
+    boot = bootstrap(len(predictions), statistics, resamples, seed, level)
     return {
         "level": level,
         "per_class": per_class_wilson(confusion(predictions, classes), classes, level),

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy.stats import binomtest
 
 from coronet.evaluation.metrics import one_vs_rest
@@ -32,22 +31,21 @@ def per_class_wilson(matrix: np.ndarray, classes: list[str], level: float = 0.95
 
 
 def bootstrap(
-    predictions: pd.DataFrame,
-    statistics: dict[str, Callable[[pd.DataFrame], float | None]],
+    n: int,
+    statistics: dict[str, Callable[[np.ndarray], float | None]],
     resamples: int,
     seed: int,
     level: float = 0.95,
 ) -> dict[str, dict[str, Any] | None]:
-    """Percentile intervals of each statistic over ``resamples`` resamples of the test images (rows)
-    drawn with replacement. Resamples where a statistic is undefined (an AUC without both classes)
-    are left out of that statistic's interval."""
+    """Percentile intervals of each statistic over ``resamples`` resamples of the ``n`` test images drawn with
+    replacement; a statistic is called with each resample's row numbers. Resamples where a statistic is
+    undefined (an AUC without both classes) are left out of that statistic's interval."""
     rng = np.random.default_rng(seed)
-    n = len(predictions)
     values: dict[str, list[float]] = {name: [] for name in statistics}
     for _ in range(resamples):
-        sample = predictions.iloc[rng.integers(0, n, n)]
+        rows = rng.integers(0, n, n)
         for name, statistic in statistics.items():
-            value = statistic(sample)
+            value = statistic(rows)
             if value is not None and not np.isnan(value):
                 values[name].append(value)
     tail = (1 - level) / 2 * 100

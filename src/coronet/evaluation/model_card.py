@@ -214,11 +214,8 @@ view). Test split's films of other classes called {name}, for comparison: {shown
 """
 
 
-def render(evidence: EvidenceRecord, data: DataRecord, run: RunRecord, licences: dict[str, int],
-           classes: list[str], stress: StressRecord | None = None) -> str:
-    """``data``: metrics/data.json (counts, the split's settings, the download source); ``run``: the train
-    stage's record (the params the model was fitted with, what it was trained on)."""
-    train, trained_on = run.train_params(), run.trained_on
+def results_section(evidence: EvidenceRecord, sources_trained: list[str], classes: list[str]) -> str:
+    """The headline beside the paper's figures, then each class, every proportion with its interval."""
     ci, n = evidence.intervals, evidence.n_test
     results = [
         ["accuracy", percent(evidence.accuracy) + _ci(ci["accuracy"], n), percent(PAPER["accuracy"])],
@@ -240,26 +237,102 @@ def render(evidence: EvidenceRecord, data: DataRecord, run: RunRecord, licences:
                   "n/a" if evidence.roc_auc[c] is None else f"{evidence.roc_auc[c]:.3f}"
                   + _ci(ci["roc_auc"][c], n, 1, 3), str(s["support"])]
                  for c, s in ((c, evidence.per_class[c]) for c in classes)]
+    return f"""## Results on the test split
+95% intervals in brackets: Wilson for proportions (accuracy, precision, recall, specificity), a bootstrap of
+{ci["bootstrap_resamples"]} resamples of the {n} test images for macro F1 and ROC AUC. The paper's figures come
+from an image-level split of its own two sources (Cohen's COVID-19 collection and Kermany's); this run's are
+{" and ".join(sources_trained)}.
+
+{_table(["metric", "this run", "paper (Tables IV-VI)"], results)}
+
+{_table(["class", "precision", "recall", "specificity", "ROC AUC", "test images"], per_class)}
+"""
+
+
+def counts_table(data: DataRecord, classes: list[str]) -> str:
+    """Images per class and split, then all images and patients."""
     splits = [s for s in ("train", "val", "test", "control", "external", "scored") if s in data.images]
     counts = [[c, *(str(data.images[s].get(c, 0)) for s in splits)] for c in classes]
     counts += [[row, *(str(data.images[s][key]) for s in splits)] for row, key in (("all images", "total"),
                                                                                       ("patients", "patients"))]
-    breakdowns = []
+    return _table(["class", *splits], counts)
+
+
+def training_section(run: RunRecord, group_by: str, classes: list[str]) -> str:
+    train = run.train_params()
+    return f"""## Training setup
+- {train.backbone} (weights: {train.weights or "none, from scratch"}), Flatten, Dropout {train.dropout}, Dense
+  {train.dense_units} relu, Dense {len(classes)} softmax; input {train.image_size} px; Adam lr {train.learning_rate};
+  batch {train.batch_size}; {train.epochs} epochs; augmentation {vars(train.augment)}.
+- BatchNorm: momentum {train.bn_momentum or "Keras default (0.99)"}; statistics re-estimated after
+  training: {"yes" if train.recalibrate_bn else "no"}.
+- Split: {"grouped by patient (no patient in two splits)" if group_by == "patient" else
+          "by image at random, as the paper (a patient's images can fall in both training and test)"}.
+"""
+
+
+def calibration_section(calibration: dict[str, Any]) -> str:
+    return f"""## Calibration
+Expected calibration error {calibration["ece"]:.3f} ({calibration["bins"]} bins), Brier score
+{calibration["brier"]:.3f}. A probability of 0.9 should be right 9 times in 10; the diagram shows how
+far this model is from that.
+
+![reliability diagram](figures/reliability.png)
+"""
+
+
+def breakdowns_section(evidence: EvidenceRecord) -> str:
+    """Accuracy and recall per source and per age band of the test images."""
+    tables = []
     for title, key in (("source", "by_source"), ("age band", "by_age_band")):
         rows = [[group, str(v["n"]), percent(v["accuracy"]),
                  ", ".join(f"{c} {percent(r)}" for c, r in v["recall"].items())]
                 for group, v in getattr(evidence, key).items()]
-        breakdowns.append(f"By {title}:\n\n" + _table([title, "test images", "accuracy", "recall per class"], rows))
-    probe = evidence.confound_probe
-    leak = evidence.leakage
-    group_by = data.split_settings["group_by"]
+        tables.append(f"By {title}:\n\n" + _table([title, "test images", "accuracy", "recall per class"], rows))
+    return "## Breakdowns\n" + "\n\n".join(tables) + "\n"
 
+
+def probe_section(probe: dict[str, Any], sources_trained: list[str]) -> str:
+    return f"""## Confound probe
+Can the image's source ({" or ".join(sources_trained)}) be predicted without looking at disease? A
+cross-validated logistic regression over {probe["images"]} images:
+{probe_sentence("from plain image statistics of the original files (size, bytes, intensity histogram)",
+                probe["image_statistics"])}
+{probe_sentence("from the model's penultimate features", probe["model_features"])}
+Since the source decides the COVID-19 label here, a high score means the headline numbers may measure the
+source rather than the disease (DeGrave et al. 2021). It is a warning, not a success.
+"""
+
+
+def leakage_section(leak: dict[str, Any], group_by: str) -> str:
+    return f"""## Leakage check
+Patients in more than one split: {leak["patients_shared"]}; identical images in more than one split:
+{leak["images_shared"]}; groups of near duplicates in more than one split:
+{leak.get("near_duplicate_groups_shared", "not checked")}.{"" if group_by == "patient" else IMAGE_LEVEL_NOTE}
+"""
+
+
+def limitations_section(data: DataRecord, sources_trained: list[str]) -> str:
     registry = sources.registered()
     caveats = "\n".join(f"- {name}: {caveat}." for name in data.sources if name in registry
                          for caveat in registry[name].caveats)
+    return f"""## Known limitations
+- {len(sources_trained)} training sources, each tied to labels: see the confound probe and "A hospital the
+  model never saw".
+{caveats}
+- Small test set: the intervals above are wide; differences inside them are not evidence.
+- Probabilities are only as reliable as the calibration section shows.
+"""
+
+
+def render(evidence: EvidenceRecord, data: DataRecord, run: RunRecord, licences: dict[str, int],
+           classes: list[str], stress: StressRecord | None = None) -> str:
+    """The card, section by section. ``data``: metrics/data.json (counts, the split's settings, the download
+    source); ``run``: the train stage's record (the params the model was fitted with, what it was trained on)."""
+    trained_on, group_by = run.trained_on, data.split_settings["group_by"]
     synthetic_note = ("\nEverything below describes that demonstration run: its numbers measure how well the model "
                       "tells the generator's drawn findings apart, not chest X-rays.\n" if trained_on.synthetic else "")
-    return f"""# CoroNet model card
+    head = f"""# CoroNet model card
 
 > **{trained_on.statement()}**
 {synthetic_note}
@@ -273,66 +346,25 @@ patients it would be used for.
 - Images per class and split ({data.total} in all; {data.rejected["total"]} records rejected, listed in
   data/interim/rejected.csv):
 
-{_table(["class", *splits], counts)}
-
-## Training setup
-- {train.backbone} (weights: {train.weights or "none, from scratch"}), Flatten, Dropout {train.dropout}, Dense
-  {train.dense_units} relu, Dense {len(classes)} softmax; input {train.image_size} px; Adam lr {train.learning_rate};
-  batch {train.batch_size}; {train.epochs} epochs; augmentation {vars(train.augment)}.
-- BatchNorm: momentum {train.bn_momentum or "Keras default (0.99)"}; statistics re-estimated after
-  training: {"yes" if train.recalibrate_bn else "no"}.
-- Split: {"grouped by patient (no patient in two splits)" if group_by == "patient" else
-          "by image at random, as the paper (a patient's images can fall in both training and test)"}.
-
-## Results on the test split
-95% intervals in brackets: Wilson for proportions (accuracy, precision, recall, specificity), a bootstrap of
-{ci["bootstrap_resamples"]} resamples of the {n} test images for macro F1 and ROC AUC. The paper's figures come
-from an image-level split of its own two sources (Cohen's COVID-19 collection and Kermany's); this run's are
-{" and ".join(trained_on.sources)}.
-
-{_table(["metric", "this run", "paper (Tables IV-VI)"], results)}
-
-{_table(["class", "precision", "recall", "specificity", "ROC AUC", "test images"], per_class)}
-
-## Calibration
-Expected calibration error {evidence.calibration["ece"]:.3f} ({evidence.calibration["bins"]} bins), Brier score
-{evidence.calibration["brier"]:.3f}. A probability of 0.9 should be right 9 times in 10; the diagram shows how
-far this model is from that.
-
-![reliability diagram](figures/reliability.png)
-
-## Breakdowns
-{breakdowns[0]}
-
-{breakdowns[1]}
-
-## Confound probe
-Can the image's source ({" or ".join(trained_on.sources)}) be predicted without looking at disease? A
-cross-validated logistic regression over {probe["images"]} images:
-{probe_sentence("from plain image statistics of the original files (size, bytes, intensity histogram)",
-                probe["image_statistics"])}
-{probe_sentence("from the model's penultimate features", probe["model_features"])}
-Since the source decides the COVID-19 label here, a high score means the headline numbers may measure the
-source rather than the disease (DeGrave et al. 2021). It is a warning, not a success.
-
-## Leakage check
-Patients in more than one split: {leak["patients_shared"]}; identical images in more than one split:
-{leak["images_shared"]}; groups of near duplicates in more than one split:
-{leak.get("near_duplicate_groups_shared", "not checked")}.{"" if group_by == "patient" else IMAGE_LEVEL_NOTE}
-
-{controls_section(evidence.controls)}
-{external_section(evidence.external, trained_on.synthetic)}
-{scored_section(evidence.scored)}
-{stress_section(stress, classes) if stress else ""}
-## What the model looked at
+{counts_table(data, classes)}
+"""
+    gradcam = """## What the model looked at
 Grad-CAM on test images per class, correct and wrong:
 
 ![Grad-CAM panel](figures/gradcam_panel.png)
-
-## Known limitations
-- {len(trained_on.sources)} training sources, each tied to labels: see the confound probe and "A hospital the
-  model never saw".
-{caveats}
-- Small test set: the intervals above are wide; differences inside them are not evidence.
-- Probabilities are only as reliable as the calibration section shows.
 """
+    return "\n".join([
+        head,
+        training_section(run, group_by, classes),
+        results_section(evidence, trained_on.sources, classes),
+        calibration_section(evidence.calibration),
+        breakdowns_section(evidence),
+        probe_section(evidence.confound_probe, trained_on.sources),
+        leakage_section(evidence.leakage, group_by),
+        controls_section(evidence.controls),
+        external_section(evidence.external, trained_on.synthetic),
+        scored_section(evidence.scored),
+        stress_section(stress, classes) if stress else "",
+        gradcam,
+        limitations_section(data, trained_on.sources),
+    ])

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coronet.evaluation import stress
+from coronet.evaluation import stress, tables
 from coronet.evaluation.calibration import reliability_bins
 from coronet.evaluation.confounds import PROBE_WARNING_AUC
 from coronet.evaluation.controls import (
@@ -27,13 +27,13 @@ from coronet.params import StressParams
 from coronet.records import EvidenceRecord, StressRecord
 
 
-def predict_all(classifier: Any, images: pd.DataFrame, batch: int, predictions_path: Path, controls_path: Path,
-                external_path: Path, scored_path: Path
+def predict_all(classifier: Any, images: pd.DataFrame, batch: int
                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, np.ndarray]:
     """One forward pass over every image: the test rows' class probabilities (written to
-    ``predictions_path`` and read back: every metric comes from the file itself), the scored controls'
-    (``controls_path``), the external sources' (``external_path``), the films only scored against a class
-    group (``scored_path``), and every image's penultimate features (the confound probe uses all splits)."""
+    ``metrics/predictions.csv`` and read back: every metric comes from the file itself), the scored controls',
+    the external sources', the films only scored against a class group (each its own table, see
+    :mod:`coronet.evaluation.tables`), and every image's penultimate features (the confound probe uses all
+    splits)."""
     import keras
 
     from coronet.model.dataset import make_dataset
@@ -45,24 +45,11 @@ def predict_all(classifier: Any, images: pd.DataFrame, batch: int, predictions_p
     features, probs = both.predict(make_dataset(images, classes, classifier.image_size, batch, labelled=False),
                                    verbose=1 if sys.stderr.isatty() else 0)
     probs = np.asarray(probs)
-
-    def table(mask: np.ndarray, columns: list[str]) -> pd.DataFrame:
-        rows = images[mask]
-        frame = pd.DataFrame({c: rows[c].to_numpy() for c in columns})
-        frame["predicted"] = [classes[i] for i in probs[mask].argmax(axis=1)]
-        for i, name in enumerate(classes):
-            frame[f"p_{name}"] = probs[mask][:, i].round(6)
-        return frame
-
-    write_csv(predictions_path, table((images["split"] == "test").to_numpy(), ["id", "label"]))
-    scored = {"label": str, "finding": str}
-    write_csv(controls_path, table(control_rows(images), ["id", "label", "source", "finding"]))
-    write_csv(external_path, table(external_rows(images), ["id", "label", "source", "finding"]))
-    write_csv(scored_path, table(scored_rows(images), ["id", "source", "finding", "group", "age"]))
-    return (pd.read_csv(predictions_path), pd.read_csv(controls_path, dtype=scored, keep_default_na=False),
-            pd.read_csv(external_path, dtype=scored, keep_default_na=False),
-            pd.read_csv(scored_path, dtype={**scored, "group": str, "age": str}, keep_default_na=False),
-            np.asarray(features))
+    rows = {tables.PREDICTIONS: (images["split"] == "test").to_numpy(), tables.CONTROLS: control_rows(images),
+            tables.EXTERNAL: external_rows(images), tables.SCORED: scored_rows(images)}
+    for table, mask in rows.items():
+        table.write(images[mask], probs[mask], classes)
+    return (*(table.read(classes) for table in tables.ALL), np.asarray(features))
 
 
 def write_curves(predictions: pd.DataFrame, classes: list[str], bins: int, folder: Path) -> dict[str, pd.DataFrame]:

@@ -19,7 +19,6 @@ from coronet.model.dataset import make_dataset
 from coronet.model.network import build_model
 from coronet.params import TrainParams
 
-HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
 # (model, the history so far: one dict per finished epoch with its number and Keras logs, the last epoch's
 # wall seconds); called after every finished epoch
 EpochCallback = Callable[[Any, list[dict[str, float]], float], None]
