@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import mlflow
 import pytest
 
@@ -126,3 +128,29 @@ def test_two_stages_starting_together_on_a_fresh_store_both_track(tmp_path):
     finished = {client.get_run(i).data.params["who"]: client.get_run(i).info.status for i in ids}
     assert finished == {"first": "FINISHED", "second": "FINISHED"}
     mlflow.set_tracking_uri(None)
+
+
+def test_a_store_locked_past_its_busy_timeout_stops_a_stage_s_setup_at_once(tmp_path):
+    """MLflow retries opening a locked store ten times, each after the busy timeout and a growing pause (77 s
+    with timeout=2): a stage's setup says "locked" after one timeout instead, and goes on without MLflow; the
+    page and `coronet ui` still leave the waiting to MLflow."""
+    import sqlite3
+
+    from coronet.tracking.store import busy_timeout, check_store, explain
+
+    db = tmp_path / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(db)) as made:
+        made.executescript("CREATE TABLE alembic_version (version_num TEXT); CREATE TABLE experiments (id INT);")
+    uri = f"sqlite:///{db}?timeout=0.5"
+    assert busy_timeout(uri) == 0.5 and busy_timeout(f"sqlite:///{db}") == 60
+    holder = sqlite3.connect(db)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the store
+    try:
+        check_store(uri)  # locked_ok: nothing raised
+        with pytest.raises(sqlite3.OperationalError) as raised:
+            check_store(uri, locked_ok=False)
+        assert explain(raised.value) == "the tracking store is locked by another process"
+    finally:
+        holder.rollback()
+        holder.close()
+    check_store(uri, locked_ok=False)  # free again: no error

@@ -119,26 +119,40 @@ def configure(experiment: str) -> str:
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):  # a store another process is creating is checked once it is made
-        check_store(uri)
+        check_store(uri, locked_ok=False)
         return _experiment_id(mlflow, uri, experiment)
 
 
-def check_store(uri: str | None = None) -> None:
+def busy_timeout(uri: str) -> float:
+    """How long a SQLite store's user waits for a lock: the URI's ``timeout=``, else SQLITE_BUSY_TIMEOUT_S."""
+    found = re.search(r"[?&]timeout=([0-9.]+)", uri)
+    return float(found[1]) if found else SQLITE_BUSY_TIMEOUT_S
+
+
+def check_store(uri: str | None = None, locked_ok: bool = True) -> None:
     """A SQLite store that exists must be a database MLflow made: a truncated or overwritten file is one line
-    saying what to do, before MLflow meets it (its traceback runs to a hundred lines)."""
+    saying what to do, before MLflow meets it (its traceback runs to a hundred lines).
+
+    A store still locked after the busy timeout is another process's for now: with ``locked_ok`` False (a
+    pipeline stage, which goes on without MLflow) that is raised at once. MLflow would otherwise retry opening
+    it ten times, each after the busy timeout and a growing pause: 77 s measured with a 2-second timeout, about
+    11 minutes with the default 60."""
     import sqlite3
 
-    db = sqlite_file(uri or tracking_uri())
+    uri = uri or tracking_uri()
+    db = sqlite_file(uri)
     if db is None or not db.is_file() or db.stat().st_size == 0:  # none yet: MLflow makes it
         return
     try:
         with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True,
-                                                timeout=SQLITE_BUSY_TIMEOUT_S)) as con:
+                                                timeout=busy_timeout(uri))) as con:
             con.execute("SELECT version_num FROM alembic_version").fetchall()
             con.execute("SELECT count(*) FROM experiments").fetchall()
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc):  # busy, not broken: the call that needs it waits or says so itself
-            return
+            if locked_ok:
+                return
+            raise
         raise TrackingConfigError(_damaged(db, exc)) from None
     except sqlite3.Error as exc:
         raise TrackingConfigError(_damaged(db, exc)) from None
