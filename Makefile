@@ -128,6 +128,7 @@ bench: venv
 	$(BIN)/python benchmarks/backbones.py
 	$(BIN)/python benchmarks/bootstrap.py
 	$(BIN)/python benchmarks/checkpoint_cost.py
+	$(BIN)/python benchmarks/server_start.py
 
 clean-venv:
 	rm -rf $(VENV) .venv-flavour

@@ -247,6 +247,14 @@ def wait_until_up(ready_url: str, process: subprocess.Popen, log: Path, timeout:
             time.sleep(1)
 
 
+def mlflow_job_runners(process: subprocess.Popen) -> list[str]:
+    """The command lines of MLflow's GenAI job runner and its Huey consumers among ``process``'s descendants."""
+    import psutil
+
+    found = [" ".join(child.cmdline()) for child in psutil.Process(process.pid).children(recursive=True)]
+    return [line for line in found if "huey" in line or "jobs._job_runner" in line]
+
+
 def stop_server(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, VENV_BIN, free_port, run_tool, start_server, stop_server
+from conftest import CLASSES, VENV_BIN, free_port, mlflow_job_runners, run_tool, start_server, stop_server
 from coronet.imaging import nuisance
 
 pytestmark = pytest.mark.cost(100)  # seconds in make test (2 cores): the slowest files start first
@@ -133,6 +133,7 @@ def test_make_ui_opens_the_experiment_on_its_training_runs(pipeline, tmp_path):
                            tmp_path / "ui.log", pipeline.env, timeout=120, cwd=pipeline.project)
     browser = headless_chromium(tmp_path / "chromium")
     try:
+        assert not mlflow_job_runners(process)  # six Huey consumers, ~26 s of CPU at every start: not ours to pay
         url = re.search(r"MLflow UI: (\S+)", (tmp_path / "ui.log").read_text())[1]
         run_name = json.loads((pipeline.project / "models/run.json").read_text())["run_id"]
         import mlflow

@@ -21,6 +21,7 @@ from conftest import (
     VENV_BIN,
     free_port,
     git,
+    mlflow_job_runners,
     project_copy,
     run_tool,
     set_params,
@@ -59,6 +60,7 @@ def test_a_queued_experiment_and_a_colleagues_pipeline_at_once_on_postgresql(dat
     url, process = server(database, tmp_path)
     env = {"MLFLOW_TRACKING_URI": url}
     try:
+        assert not mlflow_job_runners(process)  # six Huey consumers, ~26 s of CPU at every start: not ours to pay
         # one stress transform: the full set is test_pipeline's, on the shared run
         ours = project_copy(pipeline, tmp_path / "ours", {"train.epochs": 1,
                                                           "evaluate.stress.transforms": {"frame_median": [0.2]}})
