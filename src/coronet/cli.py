@@ -171,9 +171,10 @@ def ui_command(args: argparse.Namespace) -> int:
     """The MLflow UI on this project's store, opened on the experiment's training runs: MLflow 3 shows an
     experiment's GenAI overview (traces, tokens) unless the address asks for its model-training view. Its
     address is printed once it answers; its own start-up chatter goes to a log file."""
+    from coronet.console import port_is_free
     from coronet.params import TrackingParams, load_params
     from coronet.tracking import store as tracking
-    from coronet.tracking.team_server import port_is_free, serve_until_stopped
+    from coronet.tracking.team_server import serve_until_stopped
 
     store = tracking.tracking_uri()
     db = tracking.sqlite_file(store)
@@ -182,6 +183,9 @@ def ui_command(args: argparse.Namespace) -> int:
                         "dvc repro)")
     tracking.check_store(store)
     served = store.startswith(("http://", "https://"))  # a tracking server is its own UI
+    if not served and not port_is_free(args.port, args.host):
+        raise UserError(f"{args.host}:{args.port} is in use (another MLflow UI, `make server`, a page?): stop it, "
+                        f"or choose another port: coronet ui --port {args.port + 1} (make ui PORT={args.port + 1})")
     url = store.rstrip("/") + "/" if served else f"http://{args.host}:{args.port}/"
     if Path("params.yaml").is_file():
         import mlflow
@@ -194,9 +198,6 @@ def ui_command(args: argparse.Namespace) -> int:
     if served:
         print(f"MLflow UI of the tracking server: {url}")
         return 0
-    if not port_is_free(args.port, args.host):
-        raise UserError(f"{args.host}:{args.port} is in use (another MLflow UI, `make server`, a page?): stop it, "
-                        f"or choose another port: coronet ui --port {args.port + 1} (make ui PORT={args.port + 1})")
     command = [sys.executable, "-m", "mlflow", "ui", "--host", args.host, "--port", str(args.port),
                "--backend-store-uri", tracking.shown_uri(store)]
     return serve_until_stopped(command, f"http://{args.host}:{args.port}/health", f"MLflow UI: {url}")

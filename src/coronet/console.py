@@ -1,9 +1,11 @@
-"""What the console shows and takes: progress bars only where a person watches; the command-line number types."""
+"""What the console shows and takes: progress bars only where a person watches; the command-line number types;
+whether a server can listen on a port."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import socket
 import sys
 from typing import Any
 
@@ -48,3 +50,14 @@ def port(text: str) -> int:
     """A TCP port number."""
     return _checked(text, int, lambda v: 1 <= v <= 65535, "a port number from 1 to 65535")
 
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``host:port`` now: asked before a server loads anything, so a busy port
+    is said at once."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True

@@ -85,6 +85,22 @@ def test_make_server_on_a_busy_port_is_one_error_before_anything_starts(tmp_path
     assert not (tmp_path / ".team-server").exists()  # PostgreSQL was never started
 
 
+def test_coronet_ui_on_a_busy_port_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """`coronet ui` (make ui) on a port in use: one line naming the next port, before MLflow reads the store."""
+    import socket
+
+    (tmp_path / "mlflow.db").touch()  # a store MLflow has not made yet
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["ui", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and f"127.0.0.1:{port} is in use" in err and f"--port {port + 1}" in err
+
+
 @pytest.mark.parametrize(("args", "says"), [
     (["study", "-j", "0"], "must be at least 1, got 0"),  # queued the experiments and waited forever
     (["app", "--port", "99999"], "must be a port number from 1 to 65535, got 99999"),  # a traceback

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from coronet.console import port, positive_int, positive_number
+from coronet.console import port, port_is_free, positive_int, positive_number
 from coronet.errors import UserError
 from coronet.evaluation.controls import free_rates
 from coronet.evaluation.intervals import percent, shown
@@ -213,8 +213,15 @@ def forget_uploads(files: list[str]) -> None:
         Path(name).unlink(missing_ok=True)
 
 
+def _port_taken(args: argparse.Namespace) -> UserError:
+    return UserError(f"cannot listen on {args.host}:{args.port}: the port is in use (or not this machine's address); "
+                     "choose another with --port (make app PORT=...)")
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
+    if not port_is_free(args.port, args.host):  # said at once, not after TensorFlow, Gradio and the model load
+        raise _port_taken(args)
     from coronet.model.runtime import import_tensorflow_quietly
     from coronet.params import ServingParams, load_params
     from coronet.serving import models
@@ -236,9 +243,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             page.launch(server_name=args.host, server_port=args.port, max_file_size=int(max_mb * 1024 * 1024),
                         show_error=True, footer_links=["api"], quiet=True, prevent_thread_lock=True)
-        except OSError:  # Gradio: "Cannot find empty port ..."
-            raise UserError(f"cannot listen on {args.host}:{args.port}: the port is in use (or not this machine's "
-                            "address); choose another with --port (make app PORT=...)") from None
+        except OSError:  # Gradio: "Cannot find empty port ...": taken since the check above
+            raise _port_taken(args) from None
         print(f"CoroNet page on http://{args.host}:{args.port} ({served.name}); Ctrl-C stops it.\n"
               f"{models.DISCLAIMER}\n{models.trained_on(served)}\nUploads and overlays: {uploads} (this user only; "
               "each upload deleted once answered, the folder when the page stops)", file=sys.stderr, flush=True)
