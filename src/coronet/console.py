@@ -51,7 +51,6 @@ def port(text: str) -> int:
     return _checked(text, int, lambda v: 1 <= v <= 65535, "a port number from 1 to 65535")
 
 
-
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a server could listen on ``host:port`` now: asked before a server loads anything, so a busy port
     is said at once."""
